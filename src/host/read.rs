@@ -1,0 +1,557 @@
+//! Reading a sysfs tree into a [`Host`]. The only I/O in discovery lives here.
+//!
+//! Each function is read on its own: a missing required file, a garbled value, an unreadable
+//! file or a link that leaves the sysfs root skips that one function with a warning naming the
+//! file. Optional attributes may be absent; present but garbled still skips, because handing out
+//! a device read from half-understood sysfs is worse than not handing it out.
+
+use super::model::*;
+use super::models::model_name;
+use crate::paths::HostPaths;
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use tracing::warn;
+
+/// sysfs attributes are a page at most; anything longer is not a sysfs attribute.
+const MAX_ATTR_BYTES: u64 = 4096;
+
+/// Discovery failed as a whole (a single bad function never does this).
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("sysfs root {path} is not usable: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot list PCI devices in {path}: {source}")]
+    ListDevices {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a function is skipped: the file and what was wrong with it.
+#[derive(Debug)]
+struct Skip {
+    file: PathBuf,
+    reason: String,
+}
+
+impl Skip {
+    fn new(file: &Path, reason: impl Into<String>) -> Self {
+        Skip {
+            file: file.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    fn io(file: &Path, err: &io::Error) -> Self {
+        Skip::new(file, err.to_string())
+    }
+}
+
+type Res<T> = Result<T, Skip>;
+
+/// Read the host described by `paths` (sysfs root and procfs root).
+pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
+    let root = fs::canonicalize(&paths.sysfs_root).map_err(|source| DiscoverError::Root {
+        path: paths.sysfs_root.clone(),
+        source,
+    })?;
+    let list_dir = root.join("bus/pci/devices");
+    let entries = fs::read_dir(&list_dir).map_err(|source| DiscoverError::ListDevices {
+        path: list_dir.clone(),
+        source,
+    })?;
+
+    let mut skipped = Vec::new();
+    let mut names = Vec::new();
+    for entry in entries.flatten() {
+        match entry.file_name().into_string() {
+            Ok(name) => names.push(name),
+            Err(raw) => skipped.push(Skipped {
+                address: raw.to_string_lossy().into_owned(),
+                file: entry.path(),
+                reason: "entry name is not UTF-8".into(),
+            }),
+        }
+    }
+    names.sort();
+
+    let mut reader = Reader {
+        root: root.clone(),
+        virtfns: HashMap::new(),
+    };
+    let mut functions = Vec::new();
+    for name in names {
+        match reader.function(&name) {
+            Ok(Some(f)) => functions.push(f),
+            Ok(None) => {}
+            Err(skip) => skipped.push(Skipped {
+                address: name,
+                file: skip.file,
+                reason: skip.reason,
+            }),
+        }
+    }
+    for s in &skipped {
+        warn!(function = %s.address, file = %s.file.display(), "skipping function: {}", s.reason);
+    }
+
+    let default_routes = default_route_ifaces(&paths.proc_root);
+    for netdev in functions.iter_mut().flat_map(|f| f.netdevs.iter_mut()) {
+        netdev.default_route = default_routes.contains(&netdev.name);
+    }
+
+    Ok(Host {
+        functions,
+        rdma_netns_mode: netns_mode(&root),
+        rdma_cm: rdma_cm(&root),
+        skipped,
+    })
+}
+
+struct Reader {
+    root: PathBuf,
+    /// PF address -> (VF address -> VF index), read once per PF from its `virtfnN` links.
+    virtfns: HashMap<String, HashMap<String, u32>>,
+}
+
+impl Reader {
+    fn function(&mut self, name: &str) -> Res<Option<PciFunction>> {
+        let link = self.root.join("bus/pci/devices").join(name);
+        if !is_bdf(name) {
+            return Err(Skip::new(&link, "entry name is not a PCI address"));
+        }
+        let dir = fs::canonicalize(&link).map_err(|e| Skip::io(&link, &e))?;
+        let sysfs_dir = dir
+            .strip_prefix(&self.root)
+            .map_err(|_| Skip::new(&link, "link points outside the sysfs root"))?
+            .to_path_buf();
+
+        // Class first: devices we do not hand out never produce warnings.
+        let class_code = required_hex(&dir.join("class"))?;
+        let class = match class_code >> 16 {
+            0x02 => FunctionClass::Network,
+            0x12 => FunctionClass::Accelerator,
+            _ => return Ok(None),
+        };
+        let vendor = to_u16(&dir.join("vendor"), required_hex(&dir.join("vendor"))?)?;
+        let device = to_u16(&dir.join("device"), required_hex(&dir.join("device"))?)?;
+        let subsystem_vendor = optional_u16(&dir.join("subsystem_vendor"))?;
+        let subsystem_device = optional_u16(&dir.join("subsystem_device"))?;
+
+        let numa_node = match attr(&dir.join("numa_node"))? {
+            None => None,
+            Some(s) => {
+                let n: i64 = parse(&dir.join("numa_node"), &s)?;
+                u32::try_from(n).ok()
+            }
+        };
+        let acpi_index = match attr(&dir.join("acpi_index"))? {
+            Some(s) => Some(parse(&dir.join("acpi_index"), &s)?),
+            None => None,
+        };
+        let iommu_group = match link_name(&dir.join("iommu_group"))? {
+            Some(s) => Some(parse(&dir.join("iommu_group"), &s)?),
+            None => None,
+        };
+        let sriov = match attr(&dir.join("sriov_totalvfs"))? {
+            None => None,
+            Some(total) => Some(Sriov {
+                total_vfs: parse(&dir.join("sriov_totalvfs"), &total)?,
+                num_vfs: parse(
+                    &dir.join("sriov_numvfs"),
+                    &required(&dir.join("sriov_numvfs"))?,
+                )?,
+            }),
+        };
+        let physfn = match link_name(&dir.join("physfn"))? {
+            None => None,
+            Some(pf) => Some(self.physfn(&dir, name, pf)?),
+        };
+
+        Ok(Some(PciFunction {
+            address: name.to_string(),
+            class,
+            class_code,
+            vendor,
+            device,
+            subsystem_vendor,
+            subsystem_device,
+            model: model_name(vendor, device),
+            driver: link_name(&dir.join("driver"))?,
+            numa_node,
+            acpi_index,
+            iommu_group,
+            sriov,
+            physfn,
+            netdevs: netdevs(&dir)?,
+            rdma: rdma(&dir, &sysfs_dir)?,
+            sysfs_dir,
+        }))
+    }
+
+    fn physfn(&mut self, vf_dir: &Path, vf: &str, pf: String) -> Res<PhysFn> {
+        let link = vf_dir.join("physfn");
+        if !is_bdf(&pf) {
+            return Err(Skip::new(
+                &link,
+                format!("target {pf:?} is not a PCI address"),
+            ));
+        }
+        if !self.virtfns.contains_key(&pf) {
+            // The PF is a sibling of its VFs in sysfs.
+            let pf_dir = vf_dir.with_file_name(&pf);
+            let map = virtfn_map(&pf_dir)?;
+            self.virtfns.insert(pf.clone(), map);
+        }
+        match self.virtfns[&pf].get(vf) {
+            Some(&vf_index) => Ok(PhysFn {
+                address: pf,
+                vf_index,
+            }),
+            None => Err(Skip::new(
+                &link,
+                format!("PF {pf} has no virtfnN link back to this VF"),
+            )),
+        }
+    }
+}
+
+/// `virtfnN -> ../<vf>` links of a PF, as VF address -> N.
+fn virtfn_map(pf_dir: &Path) -> Res<HashMap<String, u32>> {
+    let mut map = HashMap::new();
+    for name in list_names(pf_dir)? {
+        let Some(index) = name.strip_prefix("virtfn") else {
+            continue;
+        };
+        let path = pf_dir.join(&name);
+        let index: u32 = parse(&path, index)?;
+        if let Some(vf) = link_name(&path)? {
+            map.insert(vf, index);
+        }
+    }
+    Ok(map)
+}
+
+fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
+    let mut net = dir.join("net");
+    if !net.exists() {
+        // virtio-net hangs its netdev off the virtio device: <pci>/virtioN/net/<if>.
+        if let Some(v) = list_names(dir)?
+            .into_iter()
+            .find(|n| n.starts_with("virtio"))
+        {
+            net = dir.join(v).join("net");
+        }
+    }
+    let mut out = Vec::new();
+    for name in list_names(&net)? {
+        let d = net.join(&name);
+        let link_type = match attr(&d.join("type"))? {
+            Some(t) => arphrd_name(parse(&d.join("type"), &t)?),
+            None => "unknown".to_string(),
+        };
+        out.push(NetDev {
+            mac: attr(&d.join("address"))?,
+            operstate: attr(&d.join("operstate"))?.unwrap_or_else(|| "unknown".into()),
+            link_type,
+            default_route: false,
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// The RDMA side of a function, or `None` for a function without one.
+fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
+    let verbs_dir = dir.join("infiniband_verbs");
+    let mut uverbs = None;
+    let mut uverbs_ibdev = None;
+    if let Some(name) = list_names(&verbs_dir)?
+        .into_iter()
+        .find(|n| n.starts_with("uverbs"))
+    {
+        let d = verbs_dir.join(&name);
+        uverbs = Some(char_dev(&d, &name)?);
+        uverbs_ibdev = attr(&d.join("ibdev"))?;
+    }
+
+    let ib_dir = dir.join("infiniband");
+    let ibdevs = list_names(&ib_dir)?;
+    if uverbs.is_none() && ibdevs.is_empty() {
+        return Ok(None);
+    }
+    // A function can carry extra non-endpoint ibdevs (e.g. `smi1`); the one with the verbs node
+    // is the device DPDK opens.
+    let ibdev = match uverbs_ibdev {
+        Some(name) if ibdevs.contains(&name) => Some(name),
+        _ => ibdevs.into_iter().next(),
+    };
+
+    let mut ports = Vec::new();
+    if let Some(ibdev) = &ibdev {
+        let ports_dir = ib_dir.join(ibdev).join("ports");
+        for p in list_names(&ports_dir)? {
+            let pd = ports_dir.join(&p);
+            let number = parse(&pd, &p)?;
+            let state = required(&pd.join("state"))?;
+            let link_layer = attr(&pd.join("link_layer"))?.unwrap_or_default();
+            // Partition keys mean something on InfiniBand only; skip the read on Ethernet.
+            let pkey = match link_layer.as_str() {
+                "InfiniBand" => attr(&pd.join("pkeys/0"))?,
+                _ => None,
+            };
+            ports.push(RdmaPort {
+                number,
+                // "4: ACTIVE" -> "ACTIVE"
+                state: state
+                    .split_once(": ")
+                    .map_or(state.as_str(), |x| x.1)
+                    .to_string(),
+                link_layer,
+                pkey,
+                sysfs_dir: sysfs_dir
+                    .join("infiniband")
+                    .join(ibdev)
+                    .join("ports")
+                    .join(&p),
+                has_hw_counters: pd.join("hw_counters").is_dir(),
+                has_counters: pd.join("counters").is_dir(),
+            });
+        }
+        ports.sort_by_key(|p| p.number);
+    }
+
+    let mad_dir = dir.join("infiniband_mad");
+    let (mut umad, mut issm) = (Vec::new(), Vec::new());
+    for name in list_names(&mad_dir)? {
+        if name.starts_with("umad") {
+            umad.push(char_dev(&mad_dir.join(&name), &name)?);
+        } else if name.starts_with("issm") {
+            issm.push(char_dev(&mad_dir.join(&name), &name)?);
+        }
+    }
+
+    Ok(Some(RdmaDevice {
+        ibdev,
+        ports,
+        uverbs,
+        umad,
+        issm,
+    }))
+}
+
+/// A char device from its sysfs directory: number from `dev`, never computed.
+fn char_dev(dir: &Path, name: &str) -> Res<CharDev> {
+    if !is_rdma_node_name(name) {
+        return Err(Skip::new(dir, "not an RDMA char device name"));
+    }
+    let file = dir.join("dev");
+    let (major, minor) = parse_dev(&file, &required(&file)?)?;
+    Ok(CharDev {
+        path: format!("/dev/infiniband/{name}"),
+        name: name.to_string(),
+        major,
+        minor,
+    })
+}
+
+fn parse_dev(file: &Path, s: &str) -> Res<(u32, u32)> {
+    let (maj, min) = s
+        .split_once(':')
+        .ok_or_else(|| Skip::new(file, format!("{s:?} is not MAJOR:MINOR")))?;
+    Ok((parse(file, maj)?, parse(file, min)?))
+}
+
+fn netns_mode(root: &Path) -> RdmaNetnsMode {
+    let file = root.join("module/ib_core/parameters/netns_mode");
+    match read_bounded(&file).as_deref().map(str::trim) {
+        Ok("Y" | "1") => RdmaNetnsMode::Shared,
+        Ok("N" | "0") => RdmaNetnsMode::Exclusive,
+        Ok(other) => {
+            warn!(file = %file.display(), "unrecognised RDMA netns mode {other:?}; assuming shared");
+            RdmaNetnsMode::Unknown
+        }
+        Err(_) => RdmaNetnsMode::Unknown,
+    }
+}
+
+fn rdma_cm(root: &Path) -> Option<CharDev> {
+    let file = root.join("class/misc/rdma_cm/dev");
+    let text = read_bounded(&file).ok()?;
+    match parse_dev(&file, text.trim()) {
+        Ok((major, minor)) => Some(CharDev {
+            name: "rdma_cm".into(),
+            path: "/dev/infiniband/rdma_cm".into(),
+            major,
+            minor,
+        }),
+        Err(skip) => {
+            warn!(file = %skip.file.display(), "ignoring rdma_cm: {}", skip.reason);
+            None
+        }
+    }
+}
+
+/// Interfaces that carry an IPv4 default route, from `/proc/net/route`.
+fn default_route_ifaces(proc_root: &Path) -> BTreeSet<String> {
+    let file = proc_root.join("net/route");
+    let Ok(text) = fs::read_to_string(&file) else {
+        warn!(file = %file.display(), "cannot read the routing table; no netdev is treated as carrying the default route");
+        return BTreeSet::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+        })
+        .collect()
+}
+
+fn arphrd_name(t: u32) -> String {
+    match t {
+        1 => "ether".into(),
+        32 => "infiniband".into(),
+        772 => "loopback".into(),
+        other => format!("arphrd{other}"),
+    }
+}
+
+// ---- small readers -------------------------------------------------------------------------
+
+fn read_bounded(path: &Path) -> io::Result<String> {
+    let mut s = String::new();
+    fs::File::open(path)?
+        .take(MAX_ATTR_BYTES)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// An attribute, trimmed; `None` when the file does not exist.
+fn attr(path: &Path) -> Res<Option<String>> {
+    match read_bounded(path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Skip::io(path, &e)),
+    }
+}
+
+fn required(path: &Path) -> Res<String> {
+    attr(path)?.ok_or_else(|| Skip::new(path, "required file is missing"))
+}
+
+fn parse<T: std::str::FromStr>(path: &Path, s: &str) -> Res<T> {
+    s.trim()
+        .parse()
+        .map_err(|_| Skip::new(path, format!("cannot parse {s:?}")))
+}
+
+fn parse_hex(path: &Path, s: &str) -> Res<u32> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    u32::from_str_radix(digits, 16).map_err(|_| Skip::new(path, format!("{s:?} is not hex")))
+}
+
+fn required_hex(path: &Path) -> Res<u32> {
+    parse_hex(path, &required(path)?)
+}
+
+fn to_u16(path: &Path, v: u32) -> Res<u16> {
+    u16::try_from(v).map_err(|_| Skip::new(path, format!("{v:#x} is not a 16-bit ID")))
+}
+
+fn optional_u16(path: &Path) -> Res<Option<u16>> {
+    match attr(path)? {
+        Some(s) => Ok(Some(to_u16(path, parse_hex(path, &s)?)?)),
+        None => Ok(None),
+    }
+}
+
+/// The last component of a symlink's target (`driver -> .../drivers/mlx5_core` gives
+/// `mlx5_core`); `None` when there is no link. Only names are taken from link targets, so a
+/// hostile target cannot steer a path.
+fn link_name(path: &Path) -> Res<Option<String>> {
+    match fs::read_link(path) {
+        Ok(target) => target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| Some(n.to_string()))
+            .ok_or_else(|| Skip::new(path, "link target has no usable name")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Skip::io(path, &e)),
+    }
+}
+
+/// Sorted UTF-8 entry names of a directory; empty when it does not exist.
+fn list_names(dir: &Path) -> Res<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Skip::io(dir, &e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Skip::io(dir, &e))?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| Skip::new(&entry.path(), "entry name is not UTF-8"))?;
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `dddd:bb:dd.f` in lower-case hex.
+pub fn is_bdf(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && hex(0..4)
+        && hex(5..7)
+        && hex(8..10)
+        && (b'0'..=b'7').contains(&b[11])
+}
+
+/// `uverbsN`, `umadN` or `issmN`: the only names that may become `/dev/infiniband/<name>`.
+fn is_rdma_node_name(name: &str) -> bool {
+    ["uverbs", "umad", "issm"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|c| c.is_ascii_digit()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bdf_shapes() {
+        assert!(is_bdf("0000:3b:00.2"));
+        assert!(!is_bdf("0000:3B:00.2"));
+        assert!(!is_bdf("0000:3b:00.8"));
+        assert!(!is_bdf("../../etc/x"));
+        assert!(!is_bdf("0000:3b:00.2x"));
+    }
+
+    #[test]
+    fn rdma_node_names() {
+        assert!(is_rdma_node_name("uverbs12"));
+        assert!(is_rdma_node_name("issm0"));
+        assert!(!is_rdma_node_name("uverbs"));
+        assert!(!is_rdma_node_name("uverbs1/../../x"));
+        assert!(!is_rdma_node_name("rdma_cm"));
+    }
+}

@@ -1,0 +1,16 @@
+//! nicplug: hands ConnectX (mlx5) functions to unprivileged DPDK pods.
+//!
+//! Data flows one way, each stage plain data:
+//! sysfs root --[`host::discover`]--> [`host::Host`] --[`pools::build`]--> [`pools::Pools`]
+//! --[`edits::container_edits`]--> [`edits::ContainerEdits`] --> renderings (kubelet response, ...).
+
+pub mod config;
+pub mod fixture;
+pub mod host;
+pub mod paths;
+
+pub use paths::HostPaths;
+pub mod edits;
+pub mod pools;
+pub mod render;
+pub mod report;
