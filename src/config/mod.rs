@@ -1,0 +1,163 @@
+//! The resource configuration: the SR-IOV network device plugin's `config.json`, accepted
+//! unchanged (JSON or YAML), plus nicplug's own optional `nicplug` block per resource.
+//!
+//! Parsing goes text -> `serde_json::Value` -> typed [`Config`], walking the value by hand so that
+//! every rejection can name its JSON path, the rule it broke and the fix.
+
+mod parse;
+pub mod range;
+
+use std::collections::BTreeMap;
+
+pub use parse::{ConfigError, Problem, parse_config, parse_config_file};
+pub use range::VfRange;
+
+/// Which syntax a config text is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+/// A whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub resources: Vec<ResourceConfig>,
+}
+
+/// `deviceType` of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceType {
+    NetDevice,
+    Accelerator,
+    AuxNetDevice,
+}
+
+impl DeviceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::NetDevice => "netDevice",
+            DeviceType::Accelerator => "accelerator",
+            DeviceType::AuxNetDevice => "auxNetDevice",
+        }
+    }
+}
+
+/// `vdpaType` selector value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VdpaType {
+    Virtio,
+    Vhost,
+}
+
+/// RDMA character devices a resource may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RdmaCharDev {
+    /// `/dev/infiniband/uverbsN`: the only one DPDK needs.
+    Uverbs,
+    /// `/dev/infiniband/rdma_cm` (librdmacm).
+    RdmaCm,
+    /// `/dev/infiniband/umadN` (libibumad).
+    Umad,
+    /// `/dev/infiniband/issmN` (libibumad, subnet manager).
+    Issm,
+}
+
+impl RdmaCharDev {
+    pub const ALL: [RdmaCharDev; 4] = [
+        RdmaCharDev::Uverbs,
+        RdmaCharDev::RdmaCm,
+        RdmaCharDev::Umad,
+        RdmaCharDev::Issm,
+    ];
+
+    /// The spelling used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RdmaCharDev::Uverbs => "uverbs",
+            RdmaCharDev::RdmaCm => "rdma_cm",
+            RdmaCharDev::Umad => "umad",
+            RdmaCharDev::Issm => "issm",
+        }
+    }
+}
+
+/// A PF named by netdev (`pfNames`) or PCI address (`rootDevices`), optionally limited to some
+/// VF indices with the `#` syntax (`ens1f0#0,2-7`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PfSelector {
+    pub pf: String,
+    /// `None` selects the PF itself and all its VFs.
+    pub vfs: Option<VfRange>,
+}
+
+/// One selector object. Values of one field are ORed; different fields are ANDed; an empty
+/// list means "any".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    /// Lower-case hex without `0x`.
+    pub vendors: Vec<String>,
+    /// Lower-case hex without `0x`.
+    pub devices: Vec<String>,
+    pub drivers: Vec<String>,
+    pub pci_addresses: Vec<String>,
+    pub acpi_indexes: Vec<String>,
+    pub pf_names: Vec<PfSelector>,
+    pub root_devices: Vec<PfSelector>,
+    pub link_types: Vec<String>,
+    pub p_keys: Vec<String>,
+    pub ddp_profiles: Vec<String>,
+    pub is_rdma: bool,
+    pub need_vhost_net: bool,
+    pub vdpa_type: Option<VdpaType>,
+    pub aux_types: Vec<String>,
+}
+
+/// nicplug's own per-resource options (the optional `nicplug` object of a resource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicplugOptions {
+    /// Bind the RDMA port directories read-only so `hw_counters` are visible (default true; only
+    /// in shared RDMA netns mode).
+    pub counters_mount: bool,
+    /// Which RDMA char devices to pass. `None`: the SR-IOV plugin's behaviour (all four when
+    /// `isRdma`, none otherwise).
+    pub rdma_devices: Option<Vec<RdmaCharDev>>,
+    /// Set the `NICPLUG_EAL_ARGS_*` variable (default true).
+    pub eal_args: bool,
+}
+
+impl Default for NicplugOptions {
+    fn default() -> Self {
+        NicplugOptions {
+            counters_mount: true,
+            rdma_devices: None,
+            eal_args: true,
+        }
+    }
+}
+
+/// One entry of `resourceList`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceConfig {
+    pub resource_name: String,
+    /// Overrides the command-line default prefix.
+    pub resource_prefix: Option<String>,
+    pub device_type: DeviceType,
+    pub exclude_topology: bool,
+    /// `{"*": {k: v}, "<pci>": {k: v}}`; the specific key wins.
+    pub additional_info: BTreeMap<String, BTreeMap<String, String>>,
+    /// In file order; the first matching selector wins.
+    pub selectors: Vec<Selector>,
+    pub nicplug: NicplugOptions,
+}
+
+impl ResourceConfig {
+    /// `<prefix>/<name>` with the resource's own prefix or the given default.
+    pub fn full_name(&self, default_prefix: &str) -> String {
+        format!("{}/{}", self.prefix(default_prefix), self.resource_name)
+    }
+
+    pub fn prefix<'a>(&'a self, default_prefix: &'a str) -> &'a str {
+        self.resource_prefix.as_deref().unwrap_or(default_prefix)
+    }
+}
