@@ -1,0 +1,316 @@
+//! Container edits: the single truth of what a container gets for a set of device IDs of a pool.
+//! Every output (kubelet's AllocateResponse, CDI, the CLI preview) is a rendering of this.
+
+use crate::config::{DeviceType, RdmaCharDev};
+use crate::host::{CharDev, Host, PciFunction, RdmaNetnsMode};
+use crate::paths::HostPaths;
+use crate::pools::Pool;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// A device node to create in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceNode {
+    /// Canonical path in the container, e.g. `/dev/infiniband/uverbs2`.
+    pub container_path: String,
+    /// Path of the node on the host, under the dev root.
+    pub host_path: PathBuf,
+    /// cgroup permissions: `rw`.
+    pub permissions: String,
+    /// Number read from sysfs, when nicplug knows it (RDMA nodes); runtimes stat the host path
+    /// otherwise.
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+}
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    pub container_path: String,
+    pub host_path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything a container gets for one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ContainerEdits {
+    pub devices: Vec<DeviceNode>,
+    pub mounts: Vec<Mount>,
+    pub env: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Why edits could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    #[error("no device IDs requested")]
+    Empty,
+    #[error("not in pool {pool}: {}", .ids.join(", "))]
+    UnknownIds { pool: String, ids: Vec<String> },
+    #[error("{id}: refusing unsafe path {path}: {why}")]
+    UnsafePath {
+        id: String,
+        path: String,
+        why: String,
+    },
+}
+
+/// Name of the environment variable carrying EAL arguments for a pool's allocation.
+pub fn eal_env_name(pool: &Pool) -> String {
+    env_key("NICPLUG_EAL_ARGS", pool)
+}
+
+/// `<base>_<PREFIX>_<NAME>`, upper case, `.`, `/` and `-` as `_` (the SR-IOV plugin's scheme).
+fn env_key(base: &str, pool: &Pool) -> String {
+    format!("{base}_{}_{}", pool.prefix, pool.resource_name)
+        .to_ascii_uppercase()
+        .replace(['.', '/', '-'], "_")
+}
+
+/// Compute the container edits for `ids` (in request order) of `pool`.
+pub fn container_edits(
+    pool: &Pool,
+    host: &Host,
+    paths: &HostPaths,
+    ids: &[String],
+) -> Result<ContainerEdits, EditError> {
+    if ids.is_empty() {
+        return Err(EditError::Empty);
+    }
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| pool.device(id).is_none() || host.function(id).is_none())
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(EditError::UnknownIds {
+            pool: pool.name.clone(),
+            ids: unknown,
+        });
+    }
+
+    let mut edits = ContainerEdits::default();
+    let mut info = BTreeMap::new();
+    for id in ids {
+        let device = pool.device(id).expect("checked above");
+        let f = host.function(id).expect("checked above");
+        let selector = pool.selector_of(device);
+        let mut entry = BTreeMap::new();
+        entry.insert(
+            "generic".to_string(),
+            BTreeMap::from([("deviceID".to_string(), id.clone())]),
+        );
+
+        if f.driver.as_deref() == Some("vfio-pci") {
+            vfio(&mut edits, &mut entry, f, paths);
+        }
+        let rdma_nodes = rdma_nodes_for(pool, selector.is_rdma);
+        if !rdma_nodes.is_empty() {
+            rdma(
+                &mut edits,
+                &mut entry,
+                f,
+                host,
+                paths,
+                &rdma_nodes,
+                pool.config.nicplug.counters_mount,
+            )?;
+        }
+        if selector.need_vhost_net {
+            for p in ["/dev/vhost-net", "/dev/net/tun"] {
+                add_node(&mut edits, p, paths, None);
+            }
+        }
+        let extra = additional_info(pool, id);
+        if !extra.is_empty() {
+            entry.insert("extra".to_string(), extra);
+        }
+        info.insert(id.clone(), entry);
+    }
+
+    let key = env_key("PCIDEVICE", pool);
+    edits.env.insert(
+        format!("{key}_INFO"),
+        serde_json::to_string(&info).expect("string maps serialise"),
+    );
+    edits.env.insert(key, ids.join(","));
+    if pool.config.nicplug.eal_args {
+        edits.env.insert(eal_env_name(pool), eal_args(pool, ids));
+    }
+    Ok(edits)
+}
+
+/// DPDK EAL arguments for the allocated functions: an allow-list plus `--iova-mode=va`, which
+/// unprivileged mlx5 needs (no physical addresses without CAP_SYS_ADMIN).
+pub fn eal_args(pool: &Pool, ids: &[String]) -> String {
+    let mut args: Vec<String> = ids.iter().map(|id| format!("-a {id}")).collect();
+    if pool.config.device_type == DeviceType::AuxNetDevice {
+        args = ids.iter().map(|id| format!("-a auxiliary:{id}")).collect();
+    }
+    args.push("--iova-mode=va".into());
+    args.join(" ")
+}
+
+/// Which RDMA char devices this pool hands out for a device matched by a selector.
+fn rdma_nodes_for(pool: &Pool, is_rdma: bool) -> Vec<RdmaCharDev> {
+    match &pool.config.nicplug.rdma_devices {
+        Some(list) => list.clone(),
+        // The SR-IOV plugin's behaviour: all four with isRdma, none without.
+        None if is_rdma => RdmaCharDev::ALL.to_vec(),
+        None => Vec::new(),
+    }
+}
+
+type InfoEntry = BTreeMap<String, BTreeMap<String, String>>;
+
+fn vfio(edits: &mut ContainerEdits, entry: &mut InfoEntry, f: &PciFunction, paths: &HostPaths) {
+    add_node(edits, "/dev/vfio/vfio", paths, None);
+    let mut vfio_info = BTreeMap::from([("mount".to_string(), "/dev/vfio/vfio".to_string())]);
+    if let Some(group) = f.iommu_group {
+        let p = format!("/dev/vfio/{group}");
+        add_node(edits, &p, paths, None);
+        vfio_info.insert("dev-mount".to_string(), p);
+    }
+    entry.insert("vfio".to_string(), vfio_info);
+}
+
+fn rdma(
+    edits: &mut ContainerEdits,
+    entry: &mut InfoEntry,
+    f: &PciFunction,
+    host: &Host,
+    paths: &HostPaths,
+    wanted: &[RdmaCharDev],
+    counters: bool,
+) -> Result<(), EditError> {
+    let Some(r) = &f.rdma else {
+        return Ok(());
+    };
+    let mut rdma_info = BTreeMap::new();
+    if let Some(ibdev) = &r.ibdev {
+        rdma_info.insert("rdma_dev".to_string(), ibdev.clone());
+    }
+    let mut give = |kind: &str, dev: Option<&CharDev>| {
+        if let Some(d) = dev {
+            add_node(edits, &d.path, paths, Some((d.major, d.minor)));
+            rdma_info.insert(kind.to_string(), d.path.clone());
+        }
+    };
+    for w in wanted {
+        match w {
+            RdmaCharDev::Uverbs => give("uverbs", r.uverbs.as_ref()),
+            RdmaCharDev::RdmaCm => give("rdma_cm", host.rdma_cm.as_ref()),
+            RdmaCharDev::Umad => give("umad", r.umad.first()),
+            RdmaCharDev::Issm => give("issm", r.issm.first()),
+        }
+    }
+    entry.insert("rdma".to_string(), rdma_info);
+
+    // The counters fix: in shared netns mode the pod's sysfs shows this port without
+    // `hw_counters`; bind the host's port directory over it, read-only. In exclusive mode the
+    // whole device, counters included, moves into the pod.
+    let shared = host.rdma_netns_mode != RdmaNetnsMode::Exclusive;
+    if counters && shared && wanted.contains(&RdmaCharDev::Uverbs) {
+        for port in r
+            .ports
+            .iter()
+            .filter(|p| p.has_hw_counters || p.has_counters)
+        {
+            let container_path = sysfs_container_path(&f.address, &port.sysfs_dir)?;
+            if !edits
+                .mounts
+                .iter()
+                .any(|m| m.container_path == container_path)
+            {
+                edits.mounts.push(Mount {
+                    host_path: paths.sysfs_host_path(&port.sysfs_dir),
+                    container_path,
+                    read_only: true,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `/sys/<relative>` for a port directory, refusing anything that is not a deep, plain path
+/// under `/sys/devices/`: never `/sys`, `/sys/devices` or any parent of what we mean to expose.
+fn sysfs_container_path(id: &str, relative: &Path) -> Result<String, EditError> {
+    let unsafe_path = |why: &str| EditError::UnsafePath {
+        id: id.to_string(),
+        path: relative.display().to_string(),
+        why: why.to_string(),
+    };
+    let parts: Vec<&str> = relative
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_str().ok_or_else(|| unsafe_path("not UTF-8")),
+            _ => Err(unsafe_path("not a plain relative path")),
+        })
+        .collect::<Result<_, _>>()?;
+    // devices/<pci root>/.../<bdf>/infiniband/<ibdev>/ports/<n>
+    let n = parts.len();
+    if n < 6 || parts[0] != "devices" || parts[n - 2] != "ports" || parts[n - 4] != "infiniband" {
+        return Err(unsafe_path("not an RDMA port directory under devices/"));
+    }
+    Ok(format!("/sys/{}", parts.join("/")))
+}
+
+fn add_node(
+    edits: &mut ContainerEdits,
+    canonical: &str,
+    paths: &HostPaths,
+    num: Option<(u32, u32)>,
+) {
+    if edits.devices.iter().any(|d| d.container_path == canonical) {
+        return;
+    }
+    edits.devices.push(DeviceNode {
+        container_path: canonical.to_string(),
+        host_path: paths.dev_host_path(canonical),
+        permissions: "rw".to_string(),
+        major: num.map(|n| n.0),
+        minor: num.map(|n| n.1),
+    });
+}
+
+/// `additionalInfo` for one device: `"*"` first, the device's own key wins.
+fn additional_info(pool: &Pool, id: &str) -> BTreeMap<String, String> {
+    let ai = &pool.config.additional_info;
+    let mut out = ai.get("*").cloned().unwrap_or_default();
+    if let Some(own) = ai.get(id) {
+        out.extend(own.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_mount_paths_are_confined_to_rdma_port_dirs() {
+        let ok =
+            Path::new("devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2/ports/1");
+        assert_eq!(
+            sysfs_container_path("x", ok).unwrap(),
+            "/sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2/ports/1"
+        );
+        for bad in [
+            "",
+            "devices",
+            "devices/pci0000:3a",
+            "devices/../../etc/infiniband/x/ports/1",
+            "/devices/pci0000:3a/0000:3b:00.2/infiniband/mlx5_2/ports/1",
+            "class/infiniband/mlx5_2/ports/1/x/y",
+            "devices/pci0000:3a/0000:3b:00.2/infiniband/mlx5_2/ports/..",
+            "devices/pci0000:3a/0000:3b:00.2/net/eth0/ports/1",
+        ] {
+            assert!(
+                sysfs_container_path("x", Path::new(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Pools: which function lands in which resource, by the SR-IOV network device plugin's rules.
+//!
+//! A function belongs to the first resource (in file order) that selects it; within a resource
+//! the first matching selector wins and decides the function's options (`isRdma`,
+//! `needVhostNet`). Two discovery quirks of that plugin are kept: a netdev carrying the IPv4
+//! default route is never offered, and a PF with VFs enabled is never offered (its VFs are).
+
+use crate::config::{Config, DeviceType, PfSelector, ResourceConfig, Selector};
+use crate::host::{FunctionClass, Host, PciFunction};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One device of a pool, as kubelet sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolDevice {
+    /// Device ID advertised to kubelet: the PCI address.
+    pub id: String,
+    /// NUMA node for the topology hint; `None` when unknown or `excludeTopology`.
+    pub numa_node: Option<u32>,
+    /// Index of the selector that matched, whose options apply to this device.
+    #[serde(skip)]
+    pub selector: usize,
+}
+
+/// A resource with the devices it offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    /// `<prefix>/<name>`, the extended resource name pods request.
+    pub name: String,
+    pub prefix: String,
+    pub resource_name: String,
+    #[serde(skip)]
+    pub config: ResourceConfig,
+    pub devices: Vec<PoolDevice>,
+}
+
+impl Pool {
+    pub fn device(&self, id: &str) -> Option<&PoolDevice> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// The selector whose options apply to a device of this pool.
+    pub fn selector_of(&self, device: &PoolDevice) -> &Selector {
+        &self.config.selectors[device.selector]
+    }
+}
+
+/// Where a function landed, for people reading `nicplug discover`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Placement {
+    Pool { resource: String },
+    Unpooled { reason: String },
+}
+
+/// All pools of a node, plus the placement of every discovered function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pools {
+    pub pools: Vec<Pool>,
+    pub placements: BTreeMap<String, Placement>,
+}
+
+impl Pools {
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools
+            .iter()
+            .find(|p| p.name == name || p.resource_name == name)
+    }
+}
+
+/// Group the host's functions into the configured pools.
+pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
+    let mut pools: Vec<Pool> = config
+        .resources
+        .iter()
+        .map(|r| Pool {
+            name: r.full_name(default_prefix),
+            prefix: r.prefix(default_prefix).to_string(),
+            resource_name: r.resource_name.clone(),
+            config: r.clone(),
+            devices: Vec::new(),
+        })
+        .collect();
+    let mut placements = BTreeMap::new();
+
+    for f in &host.functions {
+        let placement = match never_offered(f) {
+            Some(reason) => Placement::Unpooled { reason },
+            None => match first_match(host, f, &config.resources) {
+                Some((ri, si)) => {
+                    let pool = &mut pools[ri];
+                    pool.devices.push(PoolDevice {
+                        id: f.address.clone(),
+                        numa_node: f.numa_node.filter(|_| !pool.config.exclude_topology),
+                        selector: si,
+                    });
+                    Placement::Pool {
+                        resource: pool.name.clone(),
+                    }
+                }
+                None if config.resources.is_empty() => Placement::Unpooled {
+                    reason: "no resource configured".into(),
+                },
+                None => Placement::Unpooled {
+                    reason: "no resource selects it".into(),
+                },
+            },
+        };
+        placements.insert(f.address.clone(), placement);
+    }
+    Pools { pools, placements }
+}
+
+fn never_offered(f: &PciFunction) -> Option<String> {
+    if let Some(n) = f.netdevs.iter().find(|n| n.default_route) {
+        return Some(format!("{} carries the default route", n.name));
+    }
+    match &f.sriov {
+        Some(s) if s.num_vfs > 0 => Some(format!(
+            "PF with {} VFs enabled: its VFs are offered",
+            s.num_vfs
+        )),
+        _ => None,
+    }
+}
+
+/// (resource index, selector index) of the first resource and selector selecting `f`.
+fn first_match(
+    host: &Host,
+    f: &PciFunction,
+    resources: &[ResourceConfig],
+) -> Option<(usize, usize)> {
+    resources.iter().enumerate().find_map(|(ri, r)| {
+        if !type_accepts(r.device_type, f) {
+            return None;
+        }
+        r.selectors
+            .iter()
+            .position(|s| selects(host, s, f))
+            .map(|si| (ri, si))
+    })
+}
+
+fn type_accepts(t: DeviceType, f: &PciFunction) -> bool {
+    match t {
+        DeviceType::NetDevice => f.class == FunctionClass::Network,
+        DeviceType::Accelerator => f.class == FunctionClass::Accelerator,
+        // Auxiliary devices (scalable functions) are not PCI functions.
+        DeviceType::AuxNetDevice => false,
+    }
+}
+
+/// Link type as the `linkTypes` selector sees it: the netdev's, else the RDMA link layer.
+pub fn link_type(f: &PciFunction) -> Option<String> {
+    if let Some(n) = f.netdevs.first() {
+        return Some(n.link_type.clone());
+    }
+    let port = f.rdma.as_ref()?.ports.first()?;
+    Some(match port.link_layer.as_str() {
+        "Ethernet" => "ether".to_string(),
+        "InfiniBand" => "infiniband".to_string(),
+        other => other.to_ascii_lowercase(),
+    })
+}
+
+/// One selector against one function: fields ANDed, values within a field ORed.
+pub fn selects(host: &Host, s: &Selector, f: &PciFunction) -> bool {
+    let any = |list: &[String], value: Option<&str>| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+    };
+    let pf = f.physfn.as_ref();
+    let pf_netdev = pf
+        .and_then(|p| host.function(&p.address))
+        .and_then(|p| p.netdevs.first())
+        .map(|n| n.name.as_str());
+    let pf_match = |sels: &[PfSelector], pf_key: Option<&str>| {
+        sels.is_empty()
+            || pf.zip(pf_key).is_some_and(|(p, key)| {
+                sels.iter().any(|sel| {
+                    sel.pf == key && sel.vfs.as_ref().is_none_or(|r| r.contains(p.vf_index))
+                })
+            })
+    };
+    let acpi = f.acpi_index.map(|i| i.to_string());
+    let link = link_type(f);
+
+    any(&s.vendors, Some(&f.vendor_hex()))
+        && any(&s.devices, Some(&f.device_hex()))
+        && any(&s.drivers, f.driver.as_deref())
+        && any(&s.pci_addresses, Some(&f.address))
+        && any(&s.acpi_indexes, acpi.as_deref())
+        && pf_match(&s.pf_names, pf_netdev)
+        && pf_match(&s.root_devices, pf.map(|p| p.address.as_str()))
+        && (s.link_types.is_empty()
+            || link.is_some_and(|l| s.link_types.iter().any(|x| x.eq_ignore_ascii_case(&l))))
+        && (s.p_keys.is_empty() || pkey_matches(&s.p_keys, f))
+        // nicplug reads no Intel DDP profiles and discovers no vDPA devices: such selectors
+        // select nothing rather than everything.
+        && s.ddp_profiles.is_empty()
+        && s.vdpa_type.is_none()
+        && (!s.is_rdma || f.rdma.is_some())
+}
+
+fn pkey_matches(wanted: &[String], f: &PciFunction) -> bool {
+    let norm = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let Some(have) = f
+        .rdma
+        .as_ref()
+        .and_then(|r| r.ports.first())
+        .and_then(|p| p.pkey.as_deref())
+        .and_then(norm)
+    else {
+        return false;
+    };
+    wanted.iter().any(|w| norm(w) == Some(have))
+}

@@ -1,0 +1,101 @@
+//! Renderings of [`ContainerEdits`]: kubelet's `ContainerAllocateResponse` (as the CLI previews
+//! it) and the CNI device-info file.
+
+use crate::edits::ContainerEdits;
+use crate::host::PciFunction;
+use crate::pools::Pool;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// `ContainerAllocateResponse` with the proto's field names, as JSON for people and scripts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AllocateResponse {
+    pub envs: BTreeMap<String, String>,
+    pub mounts: Vec<MountSpec>,
+    pub devices: Vec<DeviceSpec>,
+    pub annotations: BTreeMap<String, String>,
+    pub cdi_devices: Vec<CdiDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountSpec {
+    pub container_path: String,
+    pub host_path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceSpec {
+    pub container_path: String,
+    pub host_path: String,
+    pub permissions: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CdiDevice {
+    pub name: String,
+}
+
+/// What kubelet receives for one container.
+pub fn allocate_response(edits: &ContainerEdits) -> AllocateResponse {
+    AllocateResponse {
+        envs: edits.env.clone(),
+        mounts: edits
+            .mounts
+            .iter()
+            .map(|m| MountSpec {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.display().to_string(),
+                read_only: m.read_only,
+            })
+            .collect(),
+        devices: edits
+            .devices
+            .iter()
+            .map(|d| DeviceSpec {
+                container_path: d.container_path.clone(),
+                host_path: d.host_path.display().to_string(),
+                permissions: d.permissions.clone(),
+            })
+            .collect(),
+        annotations: edits.annotations.clone(),
+        cdi_devices: Vec::new(),
+    }
+}
+
+#[derive(Serialize)]
+struct DeviceInfo<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    version: &'a str,
+    pci: PciInfo<'a>,
+}
+
+#[derive(Serialize)]
+struct PciInfo<'a> {
+    #[serde(rename = "pci-address")]
+    pci_address: &'a str,
+    #[serde(rename = "rdma-device", skip_serializing_if = "Option::is_none")]
+    rdma_device: Option<&'a str>,
+}
+
+/// The CNI device-info file for one allocated function: (file name, contents), in the format of
+/// the network plumbing working group's device-info spec 1.1.0 as the SR-IOV plugin writes it.
+pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
+    let name = format!(
+        "{}-{}-{}-device.json",
+        pool.prefix, pool.resource_name, f.address
+    );
+    let info = DeviceInfo {
+        kind: "pci",
+        version: "1.1.0",
+        pci: PciInfo {
+            pci_address: &f.address,
+            rdma_device: f.rdma.as_ref().and_then(|r| r.ibdev.as_deref()),
+        },
+    };
+    (
+        name,
+        serde_json::to_string(&info).expect("plain strings serialise"),
+    )
+}
