@@ -1,0 +1,156 @@
+//! Core costs on the synthetic 1,024-function host (8 PFs x 127 VFs, all RDMA):
+//! - `discover`: full discovery;
+//! - `floor`: the same sysfs entries read by a bare loop (no parsing, no structure): the cost of
+//!   the kernel interface itself, which discovery cannot beat;
+//! - `allocate_one`: container edits for one VF.
+//!
+//! Run: `cargo bench --bench core`. Criterion prints medians (and saves distributions under
+//! target/criterion); the ratio discover/floor is the figure to watch.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nicplug::{HostPaths, config, edits, fixture, host, pools};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// What discovery touches per function, as a flat list: the floor replays it.
+enum Op {
+    Canon(PathBuf),
+    Read(PathBuf),
+    Link(PathBuf),
+    List(PathBuf),
+}
+
+fn floor_ops(paths: &HostPaths) -> Vec<Op> {
+    let root = fs::canonicalize(&paths.sysfs_root).unwrap();
+    let mut ops = vec![Op::List(root.join("bus/pci/devices"))];
+    let mut names: Vec<_> = fs::read_dir(root.join("bus/pci/devices"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let link = root.join("bus/pci/devices").join(&name);
+        let dir = fs::canonicalize(&link).unwrap();
+        ops.push(Op::Canon(link));
+        for f in [
+            "class",
+            "vendor",
+            "device",
+            "subsystem_vendor",
+            "subsystem_device",
+            "numa_node",
+            "acpi_index",
+            "sriov_totalvfs",
+            "sriov_numvfs",
+        ] {
+            ops.push(Op::Read(dir.join(f)));
+        }
+        for l in ["iommu_group", "physfn", "driver"] {
+            ops.push(Op::Link(dir.join(l)));
+        }
+        if dir.join("sriov_totalvfs").exists() {
+            ops.push(Op::List(dir.clone()));
+            for e in fs::read_dir(&dir).unwrap() {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                if n.starts_with("virtfn") {
+                    ops.push(Op::Link(dir.join(n)));
+                }
+            }
+        }
+        for sub in ["net", "infiniband", "infiniband_verbs", "infiniband_mad"] {
+            ops.push(Op::List(dir.join(sub)));
+        }
+        for e in fs::read_dir(dir.join("net")).into_iter().flatten() {
+            let d = e.unwrap().path();
+            for f in ["type", "address", "operstate"] {
+                ops.push(Op::Read(d.join(f)));
+            }
+        }
+        for e in fs::read_dir(dir.join("infiniband_verbs"))
+            .into_iter()
+            .flatten()
+        {
+            let d = e.unwrap().path();
+            ops.push(Op::Read(d.join("dev")));
+            ops.push(Op::Read(d.join("ibdev")));
+        }
+        for e in fs::read_dir(dir.join("infiniband_mad"))
+            .into_iter()
+            .flatten()
+        {
+            ops.push(Op::Read(e.unwrap().path().join("dev")));
+        }
+        for e in fs::read_dir(dir.join("infiniband")).into_iter().flatten() {
+            let ports = e.unwrap().path().join("ports");
+            ops.push(Op::List(ports.clone()));
+            for p in fs::read_dir(&ports).into_iter().flatten() {
+                let p = p.unwrap().path();
+                for f in ["state", "link_layer"] {
+                    ops.push(Op::Read(p.join(f)));
+                }
+                ops.push(Op::Canon(p.join("hw_counters")));
+                ops.push(Op::Canon(p.join("counters")));
+            }
+        }
+    }
+    ops
+}
+
+fn replay(ops: &[Op]) -> usize {
+    let mut n = 0;
+    let mut buf = String::new();
+    for op in ops {
+        n += match op {
+            Op::Canon(p) => fs::metadata(p).is_ok() as usize,
+            Op::Read(p) => fs::File::open(p)
+                .and_then(|mut f| {
+                    buf.clear();
+                    f.read_to_string(&mut buf)
+                })
+                .unwrap_or(0),
+            Op::Link(p) => fs::read_link(p).is_ok() as usize,
+            Op::List(p) => fs::read_dir(p).map(|d| d.count()).unwrap_or(0),
+        };
+    }
+    n
+}
+
+fn big_host(dir: &Path) -> HostPaths {
+    fixture::materialize(&fixture::generated(8, 127), dir).expect("materialise")
+}
+
+fn benches(c: &mut Criterion) {
+    let tmp = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
+    let paths = big_host(tmp.path());
+    let host = host::discover(&paths).unwrap();
+    assert_eq!(host.functions.len(), 8 + 8 * 127, "synthetic host shape");
+
+    let ops = floor_ops(&paths);
+    let mut g = c.benchmark_group("discovery_1024");
+    g.sample_size(30);
+    g.bench_function("discover", |b| b.iter(|| host::discover(&paths).unwrap()));
+    g.bench_function("floor", |b| b.iter(|| replay(&ops)));
+    g.finish();
+
+    let cfg = config::parse_config(
+        r#"{"resourceList":[{"resourceName":"vf","resourcePrefix":"nvidia.com",
+            "selectors":{"vendors":["15b3"],"devices":["101e"],"isRdma":true}}]}"#,
+        config::Format::Json,
+    )
+    .unwrap();
+    let pools = pools::build(&host, &cfg, "intel.com");
+    let pool = &pools.pools[0];
+    let ids = vec![pool.devices[500].id.clone()];
+    c.bench_function("allocate_one", |b| {
+        b.iter(|| edits::container_edits(pool, &host, &paths, &ids).unwrap())
+    });
+    c.bench_function("pools_build_1024", |b| {
+        b.iter(|| pools::build(&host, &cfg, "intel.com"))
+    });
+}
+
+criterion_group!(core, benches);
+criterion_main!(core);

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test nicplug has, on a bare Debian 12 machine: installs what the tests need
+# (system packages, Python packages), then format, lint and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real third-party programs the tests use as oracles.
+debs=(ibverbs-utils ibverbs-providers util-linux)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked
