@@ -116,6 +116,32 @@ fn replay(ops: &[Op]) -> usize {
     n
 }
 
+/// Median and p99 of discovery and of the floor, interleaved in one run so both see the same
+/// machine (criterion reports means with confidence intervals, not tails).
+fn percentiles(paths: &HostPaths, ops: &[Op]) {
+    const RUNS: usize = 100;
+    let (mut d, mut f) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        let t = std::time::Instant::now();
+        std::hint::black_box(host::discover(paths).unwrap());
+        d.push(t.elapsed());
+        let t = std::time::Instant::now();
+        std::hint::black_box(replay(ops));
+        f.push(t.elapsed());
+    }
+    let stat = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let ((dm, dp), (fm, fp)) = (stat(&mut d), stat(&mut f));
+    println!(
+        "discovery of 1,024 functions over {RUNS} runs: median {dm:.2?} p99 {dp:.2?}; \
+         floor (same entries, bare loop, {} ops): median {fm:.2?} p99 {fp:.2?}; ratio {:.2}",
+        ops.len(),
+        dm.as_secs_f64() / fm.as_secs_f64()
+    );
+}
+
 fn big_host(dir: &Path) -> HostPaths {
     fixture::materialize(&fixture::generated(8, 127), dir).expect("materialise")
 }
@@ -129,6 +155,7 @@ fn benches(c: &mut Criterion) {
     assert_eq!(host.functions.len(), 8 + 8 * 127, "synthetic host shape");
 
     let ops = floor_ops(&paths);
+    percentiles(&paths, &ops);
     let mut g = c.benchmark_group("discovery_1024");
     g.sample_size(30);
     g.bench_function("discover", |b| b.iter(|| host::discover(&paths).unwrap()));

@@ -18,7 +18,9 @@ fn sample() -> Node {
 }
 
 fn node(spec: &fixture::HostSpec) -> Node {
-    let tmp = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+    let tmp = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
     let paths = fixture::materialize(spec, tmp.path()).unwrap();
     let host = host::discover(&paths).unwrap();
     Node {
