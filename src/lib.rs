@@ -4,6 +4,7 @@
 //! sysfs root --[`host::discover`]--> [`host::Host`] --[`pools::build`]--> [`pools::Pools`]
 //! --[`edits::container_edits`]--> [`edits::ContainerEdits`] --> renderings (kubelet response, ...).
 
+pub mod api;
 pub mod config;
 pub mod fixture;
 pub mod host;
@@ -14,3 +15,4 @@ pub mod edits;
 pub mod pools;
 pub mod render;
 pub mod report;
+pub mod serve;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nicplug::config::{self, Config};
 use nicplug::host::{self, Host};
 use nicplug::pools::{self, Pools};
-use nicplug::{HostPaths, edits, fixture, render, report};
+use nicplug::{HostPaths, edits, fixture, render, report, serve};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -93,6 +93,23 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Run the kubelet device plugin daemon: one plugin per pool, registered with kubelet,
+    /// kept in step with the host (uevents, link state, config changes, kubelet restarts)
+    Serve {
+        /// Kubelet's state directory; plugin sockets go in its device-plugins/
+        #[arg(long, default_value = "/var/lib/kubelet", env = "NICPLUG_KUBELET_DIR")]
+        kubelet_dir: PathBuf,
+        /// Where to write CNI device-info files (`--device-info-dir ''` disables them)
+        #[arg(
+            long,
+            default_value = "/var/run/k8s.cni.cncf.io/devinfo/dp",
+            env = "NICPLUG_DEVICE_INFO_DIR"
+        )]
+        device_info_dir: PathBuf,
+        /// Seconds between safety-net rescans (changes are picked up from events at once)
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        rescan_interval: u64,
+    },
     /// Show nicplug on the bundled sample node (no NIC, no root needed): discovery, pools and
     /// what a DPDK pod gets for one VF
     Demo,
@@ -114,7 +131,15 @@ enum ConfigCommand {
 enum SampleCommand {
     /// Write the sample node (sys/, dev/, proc/ and config.json) into DIR; then use
     /// `--host-root DIR --config DIR/config.json`
-    Write { dir: PathBuf },
+    Write {
+        dir: PathBuf,
+        /// Write this host description (YAML, format of fixtures/sample-node.yaml) instead
+        #[arg(long, conflicts_with = "generated")]
+        spec: Option<PathBuf>,
+        /// Write a synthetic host of PFS x VFS ConnectX-6 Dx functions instead, e.g. `8x127`
+        #[arg(long, value_name = "PFSxVFS", value_parser = parse_generated)]
+        generated: Option<(u32, u32)>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,7 +151,11 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.host.log))
+        // netlink-packet-route warns about every attribute newer than itself: not ours to act on.
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "netlink_packet_route=error,{}",
+            cli.host.log
+        )))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -158,9 +187,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let response = allocate(args, &host, &pools, &resource, &ids)?;
             println!("{}", serde_json::to_string_pretty(&response)?);
         }
+        Command::Serve {
+            kubelet_dir,
+            device_info_dir,
+            rescan_interval,
+        } => {
+            let Some(config_path) = args.config.clone().or_else(|| {
+                Path::new(DEFAULT_CONFIG)
+                    .exists()
+                    .then(|| PathBuf::from(DEFAULT_CONFIG))
+            }) else {
+                bail!("serve needs a config: --config FILE (or {DEFAULT_CONFIG})");
+            };
+            let opts = serve::ServeOptions {
+                paths: HostPaths {
+                    kubelet_dir,
+                    device_info_dir: device_info_dir.clone(),
+                    ..paths(args)
+                },
+                config_path,
+                default_prefix: args.resource_prefix.clone(),
+                rescan_interval: std::time::Duration::from_secs(rescan_interval),
+                device_info: !device_info_dir.as_os_str().is_empty(),
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::run(opts))?;
+        }
         Command::Demo => demo(args)?,
-        Command::Sample(SampleCommand::Write { dir }) => {
-            write_sample(&dir)?;
+        Command::Sample(SampleCommand::Write {
+            dir,
+            spec,
+            generated,
+        }) => {
+            let spec = match (spec, generated) {
+                (Some(file), _) => fixture::load(&file)?,
+                (None, Some((pfs, vfs))) => fixture::generated(pfs, vfs),
+                (None, None) => fixture::sample_node(),
+            };
+            write_host(&spec, &dir)?;
             println!(
                 "sample node written to {0}\ntry: nicplug --host-root {0} --config {0}/config.json discover",
                 dir.display()
@@ -197,6 +263,9 @@ fn load_config(args: &HostArgs) -> Result<Config> {
 fn load(args: &HostArgs) -> Result<(Host, Pools)> {
     let config = load_config(args)?;
     let host = host::discover(&paths(args))?;
+    for s in &host.skipped {
+        tracing::warn!(function = %s.address, file = %s.file.display(), "skipping function: {}", s.reason);
+    }
     let pools = pools::build(&host, &config, &args.resource_prefix);
     Ok((host, pools))
 }
@@ -207,7 +276,7 @@ fn allocate(
     pools: &Pools,
     resource: &str,
     ids: &[String],
-) -> Result<render::AllocateResponse> {
+) -> Result<nicplug::api::ContainerAllocateResponse> {
     let Some(pool) = pools.pool(resource) else {
         let known: Vec<&str> = pools.pools.iter().map(|p| p.name.as_str()).collect();
         bail!("no pool named {resource:?}; pools: {}", known.join(", "));
@@ -246,16 +315,27 @@ fn config_check(file: &Path, args: &HostArgs) -> Result<ExitCode> {
     }
 }
 
-fn write_sample(dir: &Path) -> Result<HostPaths> {
-    let paths = fixture::materialize(&fixture::sample_node(), dir)
-        .with_context(|| format!("writing the sample node into {}", dir.display()))?;
+fn parse_generated(s: &str) -> Result<(u32, u32), String> {
+    let (pfs, vfs) = s.split_once('x').ok_or("expected PFSxVFS, e.g. 8x127")?;
+    let n = |v: &str| v.parse::<u32>().map_err(|e| format!("{v:?}: {e}"));
+    let (pfs, vfs) = (n(pfs)?, n(vfs)?);
+    if pfs == 0 || pfs > 62 || vfs > 255 {
+        return Err("PFS must be 1..=62 and VFS 0..=255".into());
+    }
+    Ok((pfs, vfs))
+}
+
+/// Materialise a host and the sample config beside it.
+fn write_host(spec: &fixture::HostSpec, dir: &Path) -> Result<HostPaths> {
+    let paths = fixture::materialize(spec, dir)
+        .with_context(|| format!("writing a simulated node into {}", dir.display()))?;
     std::fs::write(dir.join("config.json"), fixture::sample_config())?;
     Ok(paths)
 }
 
 fn demo(args: &HostArgs) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    write_sample(dir.path())?;
+    write_host(&fixture::sample_node(), dir.path())?;
     let args = HostArgs {
         host_root: Some(dir.path().to_path_buf()),
         config: Some(dir.path().join("config.json")),

@@ -1,49 +1,20 @@
-//! Renderings of [`ContainerEdits`]: kubelet's `ContainerAllocateResponse` (as the CLI previews
-//! it) and the CNI device-info file.
+//! Renderings of [`ContainerEdits`]: kubelet's `ContainerAllocateResponse` and the CNI
+//! device-info file.
 
+use crate::api;
 use crate::edits::ContainerEdits;
 use crate::host::PciFunction;
 use crate::pools::Pool;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
-/// `ContainerAllocateResponse` with the proto's field names, as JSON for people and scripts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AllocateResponse {
-    pub envs: BTreeMap<String, String>,
-    pub mounts: Vec<MountSpec>,
-    pub devices: Vec<DeviceSpec>,
-    pub annotations: BTreeMap<String, String>,
-    pub cdi_devices: Vec<CdiDevice>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MountSpec {
-    pub container_path: String,
-    pub host_path: String,
-    pub read_only: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeviceSpec {
-    pub container_path: String,
-    pub host_path: String,
-    pub permissions: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CdiDevice {
-    pub name: String,
-}
-
-/// What kubelet receives for one container.
-pub fn allocate_response(edits: &ContainerEdits) -> AllocateResponse {
-    AllocateResponse {
+/// What kubelet receives for one container (and what `nicplug allocate` prints).
+pub fn allocate_response(edits: &ContainerEdits) -> api::ContainerAllocateResponse {
+    api::ContainerAllocateResponse {
         envs: edits.env.clone(),
         mounts: edits
             .mounts
             .iter()
-            .map(|m| MountSpec {
+            .map(|m| api::Mount {
                 container_path: m.container_path.clone(),
                 host_path: m.host_path.display().to_string(),
                 read_only: m.read_only,
@@ -52,7 +23,7 @@ pub fn allocate_response(edits: &ContainerEdits) -> AllocateResponse {
         devices: edits
             .devices
             .iter()
-            .map(|d| DeviceSpec {
+            .map(|d| api::DeviceSpec {
                 container_path: d.container_path.clone(),
                 host_path: d.host_path.display().to_string(),
                 permissions: d.permissions.clone(),

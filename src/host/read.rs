@@ -1,8 +1,8 @@
 //! Reading a sysfs tree into a [`Host`]. The only I/O in discovery lives here.
 //!
 //! Each function is read on its own: a missing required file, a garbled value, an unreadable
-//! file or a link that leaves the sysfs root skips that one function with a warning naming the
-//! file. Optional attributes may be absent; present but garbled still skips, because handing out
+//! file or a link that leaves the sysfs root skips that one function, recorded in
+//! [`Host::skipped`] with the file named (callers decide how loudly to say so). Optional attributes may be absent; present but garbled still skips, because handing out
 //! a device read from half-understood sysfs is worse than not handing it out.
 
 use super::model::*;
@@ -97,9 +97,6 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
                 reason: skip.reason,
             }),
         }
-    }
-    for s in &skipped {
-        warn!(function = %s.address, file = %s.file.display(), "skipping function: {}", s.reason);
     }
 
     let default_routes = default_route_ifaces(&paths.proc_root);

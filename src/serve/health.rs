@@ -1,0 +1,27 @@
+//! Device health: a function is healthy when its netdev is not down and every RDMA port is
+//! ACTIVE. Live link state from rtnetlink wins over the sysfs snapshot when the daemon's network
+//! namespace holds the netdev.
+
+use crate::host::PciFunction;
+use std::collections::HashMap;
+
+/// Link state of the netdevs rtnetlink reports in our namespace: name -> up.
+pub type LinkStates = HashMap<String, bool>;
+
+/// `operstate` values that mean the link cannot carry traffic.
+fn operstate_down(state: &str) -> bool {
+    matches!(state, "down" | "lowerlayerdown" | "notpresent")
+}
+
+pub fn healthy(f: &PciFunction, links: &LinkStates) -> bool {
+    // A netdev that moved into a pod's namespace is simply absent: no opinion, not unhealthy.
+    let links_up = f.netdevs.iter().all(|n| match links.get(&n.name) {
+        Some(&up) => up,
+        None => !operstate_down(&n.operstate),
+    });
+    let ports_active = f
+        .rdma
+        .as_ref()
+        .is_none_or(|r| r.ports.iter().all(|p| p.state == "ACTIVE"));
+    links_up && ports_active
+}

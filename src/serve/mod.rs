@@ -1,0 +1,351 @@
+//! `nicplug serve`: one kubelet device plugin per pool, kept in step with the host.
+//!
+//! The manager owns the last good config, the host snapshot and the live link states; every
+//! change rebuilds the pools (pure) and hands each pool's endpoint a fresh [`PoolView`]. Edges
+//! (gRPC endpoints, watchers) own no logic.
+
+mod health;
+mod plugin;
+mod preferred;
+mod server;
+mod view;
+mod watch;
+
+pub use health::{LinkStates, healthy};
+pub use preferred::preferred;
+pub use server::socket_name;
+pub use view::{Advertised, AllocError, PoolView};
+
+use crate::HostPaths;
+use crate::config::{self, Config, ConfigError};
+use crate::host::{self, DiscoverError, Host, Skipped};
+use crate::pools;
+use server::PoolEndpoint;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+use watch::Event;
+
+/// Everything `serve` needs, from the command line.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub paths: HostPaths,
+    pub config_path: PathBuf,
+    pub default_prefix: String,
+    /// Safety-net rescan period; events do the real work.
+    pub rescan_interval: Duration,
+    /// Write CNI device-info files into `paths.device_info_dir`.
+    pub device_info: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("config {path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Run until SIGTERM or SIGINT; then stop every endpoint and remove its socket.
+pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let plugin_dir = opts.paths.kubelet_dir.join("device-plugins");
+    let io_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ServeError::Io { path, source }
+    };
+    std::fs::create_dir_all(&plugin_dir).map_err(io_err(&plugin_dir))?;
+    let config_bytes = std::fs::read(&opts.config_path).map_err(io_err(&opts.config_path))?;
+    let config =
+        config::parse_config_file(&opts.config_path).map_err(|source| ServeError::Config {
+            path: opts.config_path.clone(),
+            source,
+        })?;
+
+    let (tx, mut rx) = mpsc::channel(1024);
+    // Watch before the first read, so nothing can change unseen in between.
+    watch::plugin_dir(&plugin_dir, tx.clone());
+    watch::config_dir(&opts.config_path, tx.clone());
+    watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
+    watch::uevents(tx.clone());
+    watch::links(tx.clone());
+    watch::periodic(opts.rescan_interval, tx.clone());
+
+    let host = host::discover(&opts.paths)?;
+    log_skipped(&[], &host.skipped);
+    let mut mgr = Manager {
+        paths: Arc::new(opts.paths.clone()),
+        plugin_dir,
+        host: Arc::new(host),
+        links: LinkStates::new(),
+        config,
+        config_bytes,
+        slots: BTreeMap::new(),
+        opts,
+    };
+    mgr.rebuild().await;
+    info!(
+        pools = mgr.slots.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "serving"
+    );
+
+    let mut term = signal(SignalKind::terminate()).map_err(io_err(&PathBuf::from("SIGTERM")))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err(&PathBuf::from("SIGINT")))?;
+    loop {
+        tokio::select! {
+            Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down");
+    mgr.shutdown().await;
+    Ok(())
+}
+
+struct Slot {
+    view: tokio::sync::watch::Sender<Arc<PoolView>>,
+    endpoint: Option<PoolEndpoint>,
+}
+
+struct Manager {
+    opts: ServeOptions,
+    paths: Arc<HostPaths>,
+    plugin_dir: PathBuf,
+    host: Arc<Host>,
+    links: LinkStates,
+    /// The last good config, and the bytes last read (good or not).
+    config: Config,
+    config_bytes: Vec<u8>,
+    slots: BTreeMap<String, Slot>,
+}
+
+impl Manager {
+    async fn handle(&mut self, first: Event, rx: &mut mpsc::Receiver<Event>) {
+        let mut batch = vec![first];
+        if matches!(batch[0], Event::Rescan(_)) {
+            // Creating 127 VFs is a burst of uevents: let it land, then read sysfs once.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while let Ok(ev) = rx.try_recv() {
+            batch.push(ev);
+        }
+
+        let (mut rescan, mut reload, mut links_changed) = (None, false, false);
+        for ev in batch {
+            match ev {
+                Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
+                Event::ConfigTouched => reload = true,
+                Event::Rescan(why) => rescan = Some(why),
+                Event::Link { name, up } => {
+                    links_changed |= match up {
+                        Some(up) => self.links.insert(name, up) != Some(up),
+                        None => self.links.remove(&name).is_some(),
+                    }
+                }
+            }
+        }
+        let config_changed = reload && self.reload_config();
+        let host_changed = match rescan {
+            Some(why) => self.rescan(why).await,
+            None => false,
+        };
+        if config_changed || host_changed {
+            self.rebuild().await;
+        } else if links_changed {
+            self.refresh_health();
+        }
+    }
+
+    /// Kubelet deleted our socket (it restarts) or came back: serve again and register again.
+    async fn plugin_dir_event(&mut self, name: &str, created: bool) {
+        if created && name == "kubelet.sock" {
+            info!("kubelet socket appeared; registering every pool again");
+            for (resource, slot) in &mut self.slots {
+                match &slot.endpoint {
+                    Some(ep) if ep.socket_exists() => ep.reregister.notify_one(),
+                    _ => restart(&self.plugin_dir, resource, slot, &self.opts).await,
+                }
+            }
+            return;
+        }
+        if created {
+            return;
+        }
+        for (resource, slot) in &mut self.slots {
+            let ours = slot
+                .endpoint
+                .as_ref()
+                .is_some_and(|ep| ep.socket.file_name().and_then(|n| n.to_str()) == Some(name));
+            if ours
+                && !slot
+                    .endpoint
+                    .as_ref()
+                    .is_some_and(PoolEndpoint::socket_exists)
+            {
+                info!(%resource, "plugin socket removed (kubelet restart?); serving again");
+                restart(&self.plugin_dir, resource, slot, &self.opts).await;
+            }
+        }
+    }
+
+    /// Re-read the config if its bytes changed; true when a new good config was taken.
+    fn reload_config(&mut self) -> bool {
+        let path = &self.opts.config_path;
+        let Ok(bytes) = std::fs::read(path) else {
+            // Mid-swap, or gone: keep the last good config; the next event retries.
+            return false;
+        };
+        if bytes == self.config_bytes {
+            return false;
+        }
+        self.config_bytes = bytes;
+        match config::parse_config_file(path) {
+            Ok(config) => {
+                info!(config = %path.display(), resources = config.resources.len(), "config reloaded");
+                self.config = config;
+                true
+            }
+            Err(e) => {
+                error!(config = %path.display(), "config rejected; still serving the last good config:\n{e}");
+                false
+            }
+        }
+    }
+
+    /// Read sysfs again; true when the snapshot changed.
+    async fn rescan(&mut self, why: &'static str) -> bool {
+        let paths = self.paths.clone();
+        let host = match tokio::task::spawn_blocking(move || host::discover(&paths)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                error!("rescan ({why}) failed; keeping the last snapshot: {e}");
+                return false;
+            }
+            Err(e) => {
+                error!("rescan ({why}) panicked: {e}");
+                return false;
+            }
+        };
+        if host == *self.host {
+            return false;
+        }
+        log_skipped(&self.host.skipped, &host.skipped);
+        info!(why, functions = host.functions.len(), "host changed");
+        self.host = Arc::new(host);
+        true
+    }
+
+    /// Pools from the current config and snapshot; start, update or stop endpoints to match.
+    async fn rebuild(&mut self) {
+        let built = pools::build(&self.host, &self.config, &self.opts.default_prefix);
+        let mut wanted = BTreeMap::new();
+        for pool in built.pools {
+            let view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+            wanted.insert(view.pool.name.clone(), Arc::new(view));
+        }
+        let gone: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for resource in gone {
+            if let Some(slot) = self.slots.remove(&resource) {
+                info!(%resource, "resource removed from config; stopping its endpoint");
+                stop(slot).await;
+            }
+        }
+        for (resource, view) in wanted {
+            match self.slots.get_mut(&resource) {
+                Some(slot) => {
+                    slot.view.send_replace(view);
+                    if slot.endpoint.is_none() {
+                        restart(&self.plugin_dir, &resource, slot, &self.opts).await;
+                    }
+                }
+                None => {
+                    let (tx, _) = tokio::sync::watch::channel(view);
+                    let mut slot = Slot {
+                        view: tx,
+                        endpoint: None,
+                    };
+                    restart(&self.plugin_dir, &resource, &mut slot, &self.opts).await;
+                    self.slots.insert(resource, slot);
+                }
+            }
+        }
+    }
+
+    /// Same pools, new link states.
+    fn refresh_health(&mut self) {
+        for slot in self.slots.values() {
+            let pool = slot.view.borrow().pool.clone();
+            let view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+            slot.view.send_replace(Arc::new(view));
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        for (_, slot) in std::mem::take(&mut self.slots) {
+            stop(slot).await;
+        }
+    }
+}
+
+/// (Re)start a slot's endpoint on a fresh socket.
+async fn restart(
+    plugin_dir: &std::path::Path,
+    resource: &str,
+    slot: &mut Slot,
+    opts: &ServeOptions,
+) {
+    if let Some(old) = slot.endpoint.take() {
+        old.stop().await;
+    }
+    let info_dir = opts.device_info.then(|| opts.paths.device_info_dir.clone());
+    match PoolEndpoint::start(plugin_dir, resource, slot.view.subscribe(), info_dir) {
+        Ok(ep) => slot.endpoint = Some(ep),
+        // Retried on the next rebuild (any event, at worst the periodic rescan).
+        Err(e) => {
+            error!(%resource, dir = %plugin_dir.display(), "cannot serve the plugin socket: {e}")
+        }
+    }
+}
+
+async fn stop(slot: Slot) {
+    // Dropping the view sender ends the pool's ListAndWatch streams.
+    let Slot { view, endpoint } = slot;
+    drop(view);
+    if let Some(ep) = endpoint {
+        ep.stop().await;
+    }
+}
+
+/// Warn about functions newly skipped; say when one recovers.
+fn log_skipped(before: &[Skipped], now: &[Skipped]) {
+    for s in now.iter().filter(|s| !before.contains(s)) {
+        warn!(function = %s.address, file = %s.file.display(), "skipping function: {}", s.reason);
+    }
+    for s in before
+        .iter()
+        .filter(|b| !now.iter().any(|n| n.address == b.address))
+    {
+        info!(function = %s.address, "function readable again");
+    }
+}

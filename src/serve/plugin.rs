@@ -1,0 +1,145 @@
+//! The DevicePlugin gRPC service of one pool: a thin edge over [`PoolView`].
+
+use super::preferred::preferred;
+use super::view::{AllocError, PoolView, list_response};
+use crate::api::device_plugin_server::DevicePlugin;
+use crate::api::{self, Empty};
+use crate::render;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+pub struct PluginService {
+    pub view: watch::Receiver<Arc<PoolView>>,
+    /// Where CNI device-info files go; `None` disables them.
+    pub device_info_dir: Option<PathBuf>,
+}
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DevicePlugin for PluginService {
+    async fn get_device_plugin_options(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<api::DevicePluginOptions>, Status> {
+        Ok(Response::new(api::DevicePluginOptions {
+            pre_start_required: false,
+            get_preferred_allocation_available: true,
+        }))
+    }
+
+    type ListAndWatchStream = ListStream;
+
+    /// The full list now, then again whenever the list or a health changes, and only then.
+    async fn list_and_watch(&self, _: Request<Empty>) -> Result<Response<ListStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        let mut view = self.view.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let devices = view.borrow_and_update().advertised();
+                if last.as_ref() != Some(&devices) {
+                    if tx.send(Ok(list_response(&devices))).await.is_err() {
+                        return;
+                    }
+                    last = Some(devices);
+                }
+                tokio::select! {
+                    changed = view.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_preferred_allocation(
+        &self,
+        request: Request<api::PreferredAllocationRequest>,
+    ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
+        let view = self.view.borrow().clone();
+        let container_responses = request
+            .into_inner()
+            .container_requests
+            .iter()
+            .map(|r| api::ContainerPreferredAllocationResponse {
+                device_i_ds: preferred(
+                    &view.host,
+                    &r.available_device_i_ds,
+                    &r.must_include_device_i_ds,
+                    usize::try_from(r.allocation_size).unwrap_or(0),
+                ),
+            })
+            .collect();
+        Ok(Response::new(api::PreferredAllocationResponse {
+            container_responses,
+        }))
+    }
+
+    async fn allocate(
+        &self,
+        request: Request<api::AllocateRequest>,
+    ) -> Result<Response<api::AllocateResponse>, Status> {
+        let view = self.view.borrow().clone();
+        let mut container_responses = Vec::new();
+        for req in request.into_inner().container_requests {
+            let ids = req.devices_ids;
+            let edits = view.allocate(&ids).map_err(|e| {
+                warn!(resource = %view.pool.name, ?ids, "allocate refused: {e}");
+                match e {
+                    AllocError::Unhealthy { .. } => Status::failed_precondition(e.to_string()),
+                    AllocError::Edit(_) => Status::invalid_argument(e.to_string()),
+                }
+            })?;
+            if let Some(dir) = &self.device_info_dir {
+                write_device_info(dir, &view, &ids);
+            }
+            info!(
+                resource = %view.pool.name,
+                ids = %ids.join(","),
+                devices = %edits.devices.iter().map(|d| d.container_path.as_str()).collect::<Vec<_>>().join(","),
+                mounts = edits.mounts.len(),
+                "allocated"
+            );
+            container_responses.push(render::allocate_response(&edits));
+        }
+        Ok(Response::new(api::AllocateResponse {
+            container_responses,
+        }))
+    }
+
+    async fn pre_start_container(
+        &self,
+        _: Request<api::PreStartContainerRequest>,
+    ) -> Result<Response<api::PreStartContainerResponse>, Status> {
+        Ok(Response::new(api::PreStartContainerResponse {}))
+    }
+}
+
+/// CNI device-info files: best effort, like the SR-IOV plugin (a CNI without them still works
+/// from the PCIDEVICE variables); failures are logged, never fail the allocation.
+fn write_device_info(dir: &Path, view: &PoolView, ids: &[String]) {
+    for id in ids {
+        let Some(f) = view.host.function(id) else {
+            continue;
+        };
+        let (name, body) = render::device_info(&view.pool, f);
+        if let Err(e) = write_atomically(dir, &name, body.as_bytes()) {
+            warn!(dir = %dir.display(), file = %name, "cannot write device-info file: {e}");
+        }
+    }
+}
+
+/// Temp file + rename, so a reader never sees half a file.
+pub fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, dir.join(name))
+}

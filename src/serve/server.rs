@@ -1,0 +1,203 @@
+//! One pool's plugin endpoint: a gRPC server on its own Unix socket, and its registration with
+//! kubelet (serve first, then register; retry registration with capped backoff, never give up).
+
+use super::plugin::PluginService;
+use super::view::PoolView;
+use crate::api::RegisterRequest;
+use crate::api::device_plugin_server::DevicePluginServer;
+use crate::api::registration_client::RegistrationClient;
+use hyper_util::rt::TokioIo;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Endpoint, Server};
+use tracing::{error, info, warn};
+
+pub const API_VERSION: &str = "v1beta1";
+
+/// A running endpoint. Dropping it does not stop it: call [`PoolEndpoint::stop`].
+pub struct PoolEndpoint {
+    pub socket: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    registrar: JoinHandle<()>,
+    /// Wakes the registrar to register again (kubelet came back).
+    pub reregister: Arc<Notify>,
+}
+
+/// Socket file name of a pool, relative to the device-plugins directory.
+pub fn socket_name(resource: &str) -> String {
+    format!("nicplug-{}.sock", resource.replace('/', "-"))
+}
+
+impl PoolEndpoint {
+    /// Bind the pool's socket, serve it, and start registering with kubelet.
+    pub fn start(
+        plugin_dir: &Path,
+        resource: &str,
+        view: watch::Receiver<Arc<PoolView>>,
+        device_info_dir: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
+        let name = socket_name(resource);
+        let socket = plugin_dir.join(&name);
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(&socket)?;
+        // Only kubelet (root) has business on this socket.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+
+        let service = PluginService {
+            view,
+            device_info_dir,
+        };
+        let (tx, rx) = oneshot::channel();
+        let resource_owned = resource.to_string();
+        let server = tokio::spawn(async move {
+            let result = Server::builder()
+                .add_service(DevicePluginServer::new(service))
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                error!(resource = %resource_owned, "plugin server stopped: {e}");
+            }
+        });
+
+        let reregister = Arc::new(Notify::new());
+        let registrar = tokio::spawn(register_loop(
+            plugin_dir.join("kubelet.sock"),
+            name,
+            resource.to_string(),
+            reregister.clone(),
+        ));
+        Ok(PoolEndpoint {
+            socket,
+            shutdown: Some(tx),
+            server,
+            registrar,
+            reregister,
+        })
+    }
+
+    /// Stop serving and remove the socket. Open ListAndWatch streams end when the pool's view
+    /// sender is dropped; the server is aborted if it lingers.
+    pub async fn stop(mut self) {
+        self.registrar.abort();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(Duration::from_millis(200), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    pub fn socket_exists(&self) -> bool {
+        self.socket.exists()
+    }
+}
+
+/// Register now, and again each time `again` is notified; retry failures with capped backoff.
+async fn register_loop(
+    kubelet_sock: PathBuf,
+    endpoint: String,
+    resource: String,
+    again: Arc<Notify>,
+) {
+    loop {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            match register(&kubelet_sock, &endpoint, &resource).await {
+                Ok(()) => {
+                    info!(%resource, %endpoint, elapsed_ms = started.elapsed().as_millis() as u64, "registered with kubelet");
+                    break;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    // Kubelet being absent is normal (restarting, not yet up): say so, quietly.
+                    if attempts == 1 || attempts.is_multiple_of(20) {
+                        warn!(%resource, kubelet = %kubelet_sock.display(), attempts, "registration failed, retrying: {e}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = again.notified() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        again.notified().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("cannot connect: {}", chain(.0))]
+    Connect(#[from] tonic::transport::Error),
+    #[error("kubelet refused: {0}")]
+    Refused(#[from] tonic::Status),
+    #[error("timed out")]
+    Timeout,
+}
+
+async fn register(
+    kubelet_sock: &Path,
+    endpoint: &str,
+    resource: &str,
+) -> Result<(), RegisterError> {
+    let path = kubelet_sock.to_path_buf();
+    let call = async {
+        // The URI is a placeholder: the connector dials the socket; kubelet's server ignores
+        // the authority.
+        let channel =
+            Endpoint::from_static("http://localhost")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await?;
+        RegistrationClient::new(channel)
+            .register(RegisterRequest {
+                version: API_VERSION.into(),
+                endpoint: endpoint.into(),
+                resource_name: resource.into(),
+                options: Some(crate::api::DevicePluginOptions {
+                    pre_start_required: false,
+                    get_preferred_allocation_available: true,
+                }),
+            })
+            .await?;
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .map_err(|_| RegisterError::Timeout)?
+}
+
+/// An error with its sources, `a: b: c` (tonic's transport error alone says only "transport error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

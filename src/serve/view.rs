@@ -1,0 +1,120 @@
+//! What one pool's plugin serves at a moment: the pool, the host snapshot it came from and the
+//! health of each device. Replaced whole on every change and shared with the gRPC handlers.
+
+use super::health::{LinkStates, healthy};
+use crate::HostPaths;
+use crate::api;
+use crate::edits::{self, ContainerEdits, EditError};
+use crate::host::Host;
+use crate::pools::Pool;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One advertised device: what kubelet sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub id: String,
+    pub healthy: bool,
+    pub numa_node: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct PoolView {
+    pub pool: Pool,
+    pub host: Arc<Host>,
+    pub paths: Arc<HostPaths>,
+    /// Device ID -> healthy.
+    pub health: BTreeMap<String, bool>,
+}
+
+/// Why an allocation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    #[error("devices unhealthy in {pool}: {}", .ids.join(", "))]
+    Unhealthy { pool: String, ids: Vec<String> },
+    #[error(transparent)]
+    Edit(#[from] EditError),
+}
+
+impl PoolView {
+    pub fn new(pool: Pool, host: Arc<Host>, paths: Arc<HostPaths>, links: &LinkStates) -> Self {
+        let health = pool
+            .devices
+            .iter()
+            .map(|d| {
+                let ok = host.function(&d.id).is_some_and(|f| healthy(f, links));
+                (d.id.clone(), ok)
+            })
+            .collect();
+        PoolView {
+            pool,
+            host,
+            paths,
+            health,
+        }
+    }
+
+    /// The device list, sorted by ID.
+    pub fn advertised(&self) -> Vec<Advertised> {
+        let mut list: Vec<Advertised> = self
+            .pool
+            .devices
+            .iter()
+            .map(|d| Advertised {
+                id: d.id.clone(),
+                healthy: self.health.get(&d.id).copied().unwrap_or(false),
+                numa_node: d.numa_node,
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Container edits for one container's IDs; unknown IDs first, then unhealthy ones.
+    pub fn allocate(&self, ids: &[String]) -> Result<ContainerEdits, AllocError> {
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|id| !self.health.contains_key(*id))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(EditError::UnknownIds {
+                pool: self.pool.name.clone(),
+                ids: unknown,
+            }
+            .into());
+        }
+        let unhealthy: Vec<String> = ids
+            .iter()
+            .filter(|id| self.health.get(*id) == Some(&false))
+            .cloned()
+            .collect();
+        if !unhealthy.is_empty() {
+            return Err(AllocError::Unhealthy {
+                pool: self.pool.name.clone(),
+                ids: unhealthy,
+            });
+        }
+        Ok(edits::container_edits(
+            &self.pool,
+            &self.host,
+            &self.paths,
+            ids,
+        )?)
+    }
+}
+
+pub fn list_response(devices: &[Advertised]) -> api::ListAndWatchResponse {
+    api::ListAndWatchResponse {
+        devices: devices
+            .iter()
+            .map(|d| api::Device {
+                id: d.id.clone(),
+                health: if d.healthy { "Healthy" } else { "Unhealthy" }.to_string(),
+                topology: d.numa_node.map(|n| api::TopologyInfo {
+                    nodes: vec![api::NumaNode { id: i64::from(n) }],
+                }),
+            })
+            .collect(),
+    }
+}
