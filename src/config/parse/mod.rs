@@ -1,0 +1,208 @@
+//! Text -> `serde_json::Value` -> typed [`Config`].
+//!
+//! The value is walked by hand so that every rejection names its JSON path, the rule and a fix,
+//! and so that all problems come out at once rather than one per restart of the daemon set.
+//!
+//! Compatibility with the SR-IOV network device plugin, which decodes with Go's `encoding/json`:
+//! keys of its format match ignoring case (operator-generated files really say `"IsRdma"`),
+//! `null` means "not set", and unknown keys at the top level and in a resource are ignored
+//! (generated files carry `"SelectorObj": null`). Unknown keys inside a selector or inside
+//! nicplug's own `nicplug` block are rejected: a misspelt selector would silently widen a pool.
+//!
+//! This file holds the public API and the top-level walk (`resourceList`, unique names). The rest:
+//! [`syntax`] turns text into a value, [`value`] reads typed parts of it the Go way, [`resource`],
+//! [`selector`] and [`nicplug`] check one object each, [`names`] holds the small validators.
+
+mod names;
+mod nicplug;
+mod resource;
+mod selector;
+mod syntax;
+mod value;
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use self::value::{describe, index_path, quote};
+use super::{Config, Format, ResourceConfig};
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, no permission, not UTF-8).
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid JSON/YAML. 1-based position; 0 only if the YAML parser could not place it.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Well-formed but breaking the rules: every problem found, resources in file order.
+    #[error("{}", list_problems(.problems))]
+    Invalid { problems: Vec<Problem> },
+}
+
+/// One broken rule: where (a JSON path such as `resourceList[1].selectors[0].vendors[2]`), what
+/// is wrong, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub rule: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}; fix: {}", self.path, self.rule, self.fix)
+    }
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    let mut out = match problems.len() {
+        1 => "1 problem in the config:".to_owned(),
+        n => format!("{n} problems in the config:"),
+    };
+    for problem in problems {
+        out.push('\n');
+        out.push_str(&problem.to_string());
+    }
+    out
+}
+
+/// Parses and validates a config text.
+pub fn parse_config(text: &str, format: Format) -> Result<Config, ConfigError> {
+    let value = syntax::read(text, format)?;
+    let mut walk = Walk {
+        problems: Vec::new(),
+        yaml: format == Format::Yaml,
+    };
+    let config = walk.config(&value);
+    if walk.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            problems: walk.problems,
+        })
+    }
+}
+
+/// Reads and parses a config file: YAML for `.yaml`/`.yml`, JSON otherwise.
+pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    parse_config(&text, if yaml { Format::Yaml } else { Format::Json })
+}
+
+/// Collects problems while building the typed config; broken parts get defaults so the walk can
+/// go on and report everything.
+struct Walk {
+    problems: Vec<Problem>,
+    /// Fixes for mistyped scalars differ: YAML turns unquoted `1015` or `yes` into non-strings.
+    yaml: bool,
+}
+
+impl Walk {
+    fn problem(&mut self, path: &str, rule: impl Into<String>, fix: impl Into<String>) {
+        self.problems.push(Problem {
+            path: if path.is_empty() {
+                "(top level)".to_owned()
+            } else {
+                path.to_owned()
+            },
+            rule: rule.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn config(&mut self, value: &Value) -> Config {
+        let Some(map) = self.object(
+            "",
+            value,
+            "an object",
+            r#"write {"resourceList": [ ... ]} with one object per resource pool"#,
+        ) else {
+            return Config::default();
+        };
+        let fields = self.fields("", map, &["resourceList"], true);
+        let resources: Vec<ResourceConfig> = match fields.get("resourceList") {
+            None => {
+                self.problem(
+                    "resourceList",
+                    "is required",
+                    r#"add "resourceList": [ ... ] with one object per resource pool"#,
+                );
+                Vec::new()
+            }
+            Some((path, Value::Array(items))) => {
+                let mut first_use = HashMap::new();
+                let mut resources = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let rc = self.resource(&index_path(&path, i), item);
+                    self.unique_name(&path, i, &rc, &mut first_use);
+                    resources.push(rc);
+                }
+                resources
+            }
+            Some((path, other)) => {
+                self.problem(
+                    &path,
+                    format!("must be a list of resources, not {}", describe(other)),
+                    "wrap the resources in [ ], e.g. \"resourceList\": [{...}]",
+                );
+                Vec::new()
+            }
+        };
+        Config { resources }
+    }
+
+    /// Upstream refuses to start when two resources end up with the same `prefix/name`. The
+    /// default prefix is only known at run time, so an explicit prefix equal to it is not caught.
+    fn unique_name(
+        &mut self,
+        list_path: &str,
+        index: usize,
+        rc: &ResourceConfig,
+        first_use: &mut HashMap<(Option<String>, String), usize>,
+    ) {
+        if rc.resource_name.is_empty() {
+            return; // missing or invalid, already reported
+        }
+        let key = (rc.resource_prefix.clone(), rc.resource_name.clone());
+        match first_use.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+            Entry::Occupied(slot) => {
+                let prefix = match &rc.resource_prefix {
+                    Some(prefix) => format!("the same resourcePrefix {}", quote(prefix)),
+                    None => "no resourcePrefix either".to_owned(),
+                };
+                self.problem(
+                    &format!("{}.resourceName", index_path(list_path, index)),
+                    format!(
+                        "{} is already used by {} with {prefix}",
+                        quote(&rc.resource_name),
+                        index_path(list_path, *slot.get())
+                    ),
+                    "rename one of them, or give them different resourcePrefix values",
+                );
+            }
+        }
+    }
+}
