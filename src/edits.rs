@@ -2,7 +2,7 @@
 //! Every output (kubelet's AllocateResponse, CDI, the CLI preview) is a rendering of this.
 
 use crate::config::{DeviceType, RdmaCharDev};
-use crate::host::{CharDev, Host, PciFunction, RdmaNetnsMode};
+use crate::host::{CharDev, Device, Host, PciFunction, RdmaNetnsMode, is_bdf, is_sf_name};
 use crate::paths::HostPaths;
 use crate::pools::Pool;
 use serde::Serialize;
@@ -80,7 +80,7 @@ pub fn container_edits(
     }
     let unknown: Vec<String> = ids
         .iter()
-        .filter(|id| pool.device(id).is_none() || host.function(id).is_none())
+        .filter(|id| pool.device(id).is_none() || host.device(id).is_none())
         .cloned()
         .collect();
     if !unknown.is_empty() {
@@ -94,7 +94,7 @@ pub fn container_edits(
     let mut info = BTreeMap::new();
     for id in ids {
         let device = pool.device(id).expect("checked above");
-        let f = host.function(id).expect("checked above");
+        let dev = host.device(id).expect("checked above");
         let selector = pool.selector_of(device);
         let mut entry = BTreeMap::new();
         entry.insert(
@@ -102,7 +102,9 @@ pub fn container_edits(
             BTreeMap::from([("deviceID".to_string(), id.clone())]),
         );
 
-        if f.driver.as_deref() == Some("vfio-pci") {
+        if let Device::Pci(f) = dev
+            && f.driver.as_deref() == Some("vfio-pci")
+        {
             vfio(&mut edits, &mut entry, f, paths);
         }
         let rdma_nodes = rdma_nodes_for(pool, selector.is_rdma);
@@ -110,7 +112,7 @@ pub fn container_edits(
             rdma(
                 &mut edits,
                 &mut entry,
-                f,
+                dev,
                 host,
                 paths,
                 &rdma_nodes,
@@ -178,13 +180,16 @@ fn vfio(edits: &mut ContainerEdits, entry: &mut InfoEntry, f: &PciFunction, path
 fn rdma(
     edits: &mut ContainerEdits,
     entry: &mut InfoEntry,
-    f: &PciFunction,
+    dev: Device<'_>,
     host: &Host,
     paths: &HostPaths,
     wanted: &[RdmaCharDev],
     counters: bool,
 ) -> Result<(), EditError> {
-    let Some(r) = &f.rdma else {
+    // Numbers and names come from this snapshot, taken at Allocate time: an ibdev that moved
+    // into a pod (exclusive mode) is unknown here, so INFO carries no `rdma_dev`, while its
+    // uverbs node (which stays on the host) is still handed out.
+    let Some(r) = dev.rdma() else {
         return Ok(());
     };
     let mut rdma_info = BTreeMap::new();
@@ -217,7 +222,7 @@ fn rdma(
             .iter()
             .filter(|p| p.has_hw_counters || p.has_counters)
         {
-            let container_path = sysfs_container_path(&f.address, &port.sysfs_dir)?;
+            let container_path = sysfs_container_path(dev.id(), &port.sysfs_dir)?;
             if !edits
                 .mounts
                 .iter()
@@ -236,6 +241,8 @@ fn rdma(
 
 /// `/sys/<relative>` for a port directory, refusing anything that is not a deep, plain path
 /// under `/sys/devices/`: never `/sys`, `/sys/devices` or any parent of what we mean to expose.
+/// Two shapes only: `devices/.../<bdf>/infiniband/<ibdev>/ports/<n>` (a PCI function) and
+/// `devices/.../<bdf>/mlx5_core.sf.<k>/infiniband/<ibdev>/ports/<n>` (a scalable function).
 fn sysfs_container_path(id: &str, relative: &Path) -> Result<String, EditError> {
     let unsafe_path = |why: &str| EditError::UnsafePath {
         id: id.to_string(),
@@ -249,10 +256,16 @@ fn sysfs_container_path(id: &str, relative: &Path) -> Result<String, EditError> 
             _ => Err(unsafe_path("not a plain relative path")),
         })
         .collect::<Result<_, _>>()?;
-    // devices/<pci root>/.../<bdf>/infiniband/<ibdev>/ports/<n>
     let n = parts.len();
     if n < 6 || parts[0] != "devices" || parts[n - 2] != "ports" || parts[n - 4] != "infiniband" {
         return Err(unsafe_path("not an RDMA port directory under devices/"));
+    }
+    let owner_ok =
+        is_bdf(parts[n - 5]) || (n >= 7 && is_sf_name(parts[n - 5]) && is_bdf(parts[n - 6]));
+    if !owner_ok {
+        return Err(unsafe_path(
+            "the port's device is neither a PCI function nor an mlx5 SF under one",
+        ));
     }
     Ok(format!("/sys/{}", parts.join("/")))
 }
@@ -297,6 +310,11 @@ mod tests {
             sysfs_container_path("x", ok).unwrap(),
             "/sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2/ports/1"
         );
+        let sf = "devices/pci0000:ae/0000:ae:00.0/0000:af:00.0/mlx5_core.sf.4/infiniband/mlx5_20/ports/1";
+        assert_eq!(
+            sysfs_container_path("mlx5_core.sf.4", Path::new(sf)).unwrap(),
+            format!("/sys/{sf}")
+        );
         for bad in [
             "",
             "devices",
@@ -306,6 +324,12 @@ mod tests {
             "class/infiniband/mlx5_2/ports/1/x/y",
             "devices/pci0000:3a/0000:3b:00.2/infiniband/mlx5_2/ports/..",
             "devices/pci0000:3a/0000:3b:00.2/net/eth0/ports/1",
+            // An SF only directly under its PCI function; nothing else may own the port.
+            "devices/pci0000:ae/mlx5_core.sf.4/infiniband/mlx5_20/ports/1",
+            "devices/pci0000:ae/0000:af:00.0/mlx5_core.eth.4/infiniband/mlx5_20/ports/1",
+            "devices/pci0000:ae/0000:af:00.0/mlx5_core.sf.x/infiniband/mlx5_20/ports/1",
+            "devices/pci0000:ae/0000:af:00.0/mlx5_core.sf.4/x/infiniband/mlx5_20/ports/1",
+            "devices/virtual/foo/infiniband/mlx5_20/ports/1",
         ] {
             assert!(
                 sysfs_container_path("x", Path::new(bad)).is_err(),

@@ -6,14 +6,14 @@
 //! default route is never offered, and a PF with VFs enabled is never offered (its VFs are).
 
 use crate::config::{Config, DeviceType, PfSelector, ResourceConfig, Selector};
-use crate::host::{FunctionClass, Host, PciFunction};
+use crate::host::{AuxFunction, FunctionClass, Host, PciFunction};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One device of a pool, as kubelet sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolDevice {
-    /// Device ID advertised to kubelet: the PCI address.
+    /// Device ID advertised to kubelet: the PCI address, or `mlx5_core.sf.N` for an SF.
     pub id: String,
     /// NUMA node for the topology hint; `None` when unknown or `excludeTopology`.
     pub numa_node: Option<u32>,
@@ -108,7 +108,119 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
         };
         placements.insert(f.address.clone(), placement);
     }
+    for sf in &host.aux_functions {
+        let placement = match never_offered_aux(host, sf) {
+            Some(reason) => Placement::Unpooled { reason },
+            None => match first_match_aux(host, sf, &config.resources) {
+                Some((ri, si)) => {
+                    let pool = &mut pools[ri];
+                    pool.devices.push(PoolDevice {
+                        id: sf.name.clone(),
+                        numa_node: sf.numa_node.filter(|_| !pool.config.exclude_topology),
+                        selector: si,
+                    });
+                    Placement::Pool {
+                        resource: pool.name.clone(),
+                    }
+                }
+                None => {
+                    let why = match sf.rdma_absent_reason() {
+                        Some(r) => format!("; {r}, so no isRdma pool takes it"),
+                        None => String::new(),
+                    };
+                    let base = if config.resources.is_empty() {
+                        "no resource configured"
+                    } else {
+                        "no resource selects it"
+                    };
+                    Placement::Unpooled {
+                        reason: format!("{base}{why}"),
+                    }
+                }
+            },
+        };
+        placements.insert(sf.name.clone(), placement);
+    }
     Pools { pools, placements }
+}
+
+fn never_offered_aux(host: &Host, sf: &AuxFunction) -> Option<String> {
+    if let Some(n) = sf.netdevs.iter().find(|n| n.default_route) {
+        return Some(format!("{} carries the default route", n.name));
+    }
+    if host.function(&sf.parent).is_none() {
+        return Some(format!("parent function {} was not discovered", sf.parent));
+    }
+    None
+}
+
+/// (resource index, selector index) of the first `auxNetDevice` resource selecting an SF.
+fn first_match_aux(
+    host: &Host,
+    sf: &AuxFunction,
+    resources: &[ResourceConfig],
+) -> Option<(usize, usize)> {
+    resources.iter().enumerate().find_map(|(ri, r)| {
+        if r.device_type != DeviceType::AuxNetDevice {
+            return None;
+        }
+        r.selectors
+            .iter()
+            .position(|s| selects_aux(host, s, sf))
+            .map(|si| (ri, si))
+    })
+}
+
+/// One selector against one SF, as the SR-IOV plugin's `auxNetDevice` reads it: `vendors`,
+/// `devices`, `drivers`, `pciAddresses` and `acpiIndexes` match the parent PCI function;
+/// `pfNames`/`rootDevices` name the parent and their `#a-b` ranges count `sfnum`; `linkTypes`
+/// from the SF's netdev (else the parent's); `isRdma` needs the SF's own RDMA device.
+pub fn selects_aux(host: &Host, s: &Selector, sf: &AuxFunction) -> bool {
+    let Some(parent) = host.function(&sf.parent) else {
+        return false;
+    };
+    let any = |list: &[String], value: Option<&str>| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+    };
+    let pf_match = |sels: &[PfSelector], key: Option<&str>| {
+        sels.is_empty()
+            || key.is_some_and(|key| {
+                sels.iter().any(|sel| {
+                    sel.pf == key && sel.vfs.as_ref().is_none_or(|r| r.contains(sf.sfnum))
+                })
+            })
+    };
+    let acpi = parent.acpi_index.map(|i| i.to_string());
+    let link = aux_link_type(sf).or_else(|| link_type(parent));
+    let pkey = sf
+        .rdma
+        .as_ref()
+        .and_then(|r| r.ports.first())
+        .and_then(|p| p.pkey.as_deref());
+
+    (s.aux_types.is_empty() || s.aux_types.iter().any(|t| t == "sf"))
+        && any(&s.vendors, Some(&parent.vendor_hex()))
+        && any(&s.devices, Some(&parent.device_hex()))
+        && any(&s.drivers, parent.driver.as_deref())
+        && any(&s.pci_addresses, Some(&parent.address))
+        && any(&s.acpi_indexes, acpi.as_deref())
+        && pf_match(&s.pf_names, parent.netdevs.first().map(|n| n.name.as_str()))
+        && pf_match(&s.root_devices, Some(&parent.address))
+        && (s.link_types.is_empty()
+            || link.is_some_and(|l| s.link_types.iter().any(|x| x.eq_ignore_ascii_case(&l))))
+        && (s.p_keys.is_empty() || pkey.is_some_and(|p| pkey_in(&s.p_keys, p)))
+        && s.ddp_profiles.is_empty()
+        && s.vdpa_type.is_none()
+        && (!s.is_rdma || sf.rdma.is_some())
+}
+
+/// An SF's link type from its own netdev or RDMA port; `None` when it has neither.
+pub fn aux_link_type(sf: &AuxFunction) -> Option<String> {
+    if let Some(n) = sf.netdevs.first() {
+        return Some(n.link_type.clone());
+    }
+    let port = sf.rdma.as_ref()?.ports.first()?;
+    Some(link_layer_name(&port.link_layer))
 }
 
 fn never_offered(f: &PciFunction) -> Option<String> {
@@ -145,7 +257,7 @@ fn type_accepts(t: DeviceType, f: &PciFunction) -> bool {
     match t {
         DeviceType::NetDevice => f.class == FunctionClass::Network,
         DeviceType::Accelerator => f.class == FunctionClass::Accelerator,
-        // Auxiliary devices (scalable functions) are not PCI functions.
+        // Auxiliary devices (scalable functions) are selected by `selects_aux`.
         DeviceType::AuxNetDevice => false,
     }
 }
@@ -156,11 +268,15 @@ pub fn link_type(f: &PciFunction) -> Option<String> {
         return Some(n.link_type.clone());
     }
     let port = f.rdma.as_ref()?.ports.first()?;
-    Some(match port.link_layer.as_str() {
+    Some(link_layer_name(&port.link_layer))
+}
+
+fn link_layer_name(link_layer: &str) -> String {
+    match link_layer {
         "Ethernet" => "ether".to_string(),
         "InfiniBand" => "infiniband".to_string(),
         other => other.to_ascii_lowercase(),
-    })
+    }
 }
 
 /// One selector against one function: fields ANDed, values within a field ORed.
@@ -202,15 +318,14 @@ pub fn selects(host: &Host, s: &Selector, f: &PciFunction) -> bool {
 }
 
 fn pkey_matches(wanted: &[String], f: &PciFunction) -> bool {
-    let norm = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-    let Some(have) = f
-        .rdma
+    f.rdma
         .as_ref()
         .and_then(|r| r.ports.first())
         .and_then(|p| p.pkey.as_deref())
-        .and_then(norm)
-    else {
-        return false;
-    };
-    wanted.iter().any(|w| norm(w) == Some(have))
+        .is_some_and(|have| pkey_in(wanted, have))
+}
+
+fn pkey_in(wanted: &[String], have: &str) -> bool {
+    let norm = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    norm(have).is_some_and(|have| wanted.iter().any(|w| norm(w) == Some(have)))
 }

@@ -52,6 +52,9 @@ struct PciInfo<'a> {
 
 /// The CNI device-info file for one allocated function: (file name, contents), in the format of
 /// the network plumbing working group's device-info spec 1.1.0 as the SR-IOV plugin writes it.
+/// PCI functions only: scalable functions get no device-info file (their `pci` record would
+/// name the parent PF, which a CNI could mistake for the allocated device); CNIs read SFs from
+/// the `PCIDEVICE_*` variables.
 pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
     let name = format!(
         "{}-{}-{}-device.json",

@@ -1,7 +1,7 @@
 //! `nicplug discover` output: a table for people and a stable JSON document for scripts.
 
-use crate::host::{Host, PciFunction};
-use crate::pools::{Placement, Pools, link_type};
+use crate::host::{AuxFunction, Device, Host, PciFunction};
+use crate::pools::{Placement, Pools, aux_link_type, link_type};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -11,6 +11,8 @@ pub struct DiscoverReport<'a> {
     pub rdma_netns_mode: crate::host::RdmaNetnsMode,
     pub rdma_cm: Option<&'a crate::host::CharDev>,
     pub functions: Vec<FunctionReport<'a>>,
+    /// Scalable functions (auxiliary devices), each with its parent PCI function and sfnum.
+    pub aux_functions: Vec<AuxFunctionReport<'a>>,
     pub pools: Vec<PoolReport<'a>>,
     pub skipped: &'a [crate::host::Skipped],
 }
@@ -19,6 +21,14 @@ pub struct DiscoverReport<'a> {
 pub struct FunctionReport<'a> {
     #[serde(flatten)]
     pub function: &'a PciFunction,
+    pub link_type: Option<String>,
+    pub placement: Option<&'a Placement>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuxFunctionReport<'a> {
+    #[serde(flatten)]
+    pub function: &'a AuxFunction,
     pub link_type: Option<String>,
     pub placement: Option<&'a Placement>,
 }
@@ -40,6 +50,15 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
                 function: f,
                 link_type: link_type(f),
                 placement: pools.placements.get(&f.address),
+            })
+            .collect(),
+        aux_functions: host
+            .aux_functions
+            .iter()
+            .map(|a| AuxFunctionReport {
+                function: a,
+                link_type: aux_link_type(a),
+                placement: pools.placements.get(&a.name),
             })
             .collect(),
         pools: pools
@@ -64,12 +83,11 @@ fn role(f: &PciFunction) -> String {
 }
 
 /// Link state: the netdev's operstate, else the first RDMA port's state.
-fn link_state(f: &PciFunction) -> String {
-    if let Some(n) = f.netdevs.first() {
+fn link_state(d: Device<'_>) -> String {
+    if let Some(n) = d.netdevs().first() {
         return n.operstate.clone();
     }
-    f.rdma
-        .as_ref()
+    d.rdma()
         .and_then(|r| r.ports.first())
         .map(|p| p.state.to_ascii_lowercase())
         .unwrap_or_else(|| "-".into())
@@ -81,21 +99,33 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
         "ADDRESS", "MODEL", "DRIVER", "ROLE", "NETDEV", "RDMA", "UVERBS", "NUMA", "LINK", "POOL",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for f in &host.functions {
-        let rdma = f.rdma.as_ref();
-        let placement = match pools.placements.get(&f.address) {
+    for d in host.devices() {
+        let (model, role) = match d {
+            Device::Pci(f) => (
+                f.model
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}:{}", f.vendor_hex(), f.device_hex())),
+                role(f),
+            ),
+            Device::Aux(a) => (
+                d.pci(host)
+                    .and_then(|p| p.model)
+                    .map_or("mlx5 SF".to_string(), |m| format!("{m} SF")),
+                format!("SF {} of {}", a.sfnum, a.parent),
+            ),
+        };
+        let rdma = d.rdma();
+        let placement = match pools.placements.get(d.id()) {
             Some(Placement::Pool { resource }) => resource.clone(),
             Some(Placement::Unpooled { reason }) => format!("- ({reason})"),
             None => "-".into(),
         };
         rows.push(vec![
-            f.address.clone(),
-            f.model
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{}:{}", f.vendor_hex(), f.device_hex())),
-            f.driver.clone().unwrap_or_else(|| "(none)".into()),
-            role(f),
-            f.netdevs
+            d.id().to_string(),
+            model,
+            d.driver().unwrap_or("(none)").to_string(),
+            role,
+            d.netdevs()
                 .iter()
                 .map(|n| n.name.as_str())
                 .collect::<Vec<_>>()
@@ -105,8 +135,8 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
             rdma.and_then(|r| r.uverbs.as_ref())
                 .map(|u| format!("{} {}:{}", u.name, u.major, u.minor))
                 .unwrap_or_else(|| "-".into()),
-            f.numa_node.map_or("-".into(), |n| n.to_string()),
-            link_state(f),
+            d.numa_node().map_or("-".into(), |n| n.to_string()),
+            link_state(d),
             placement,
         ]);
     }

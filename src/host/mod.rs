@@ -1,9 +1,12 @@
 //! Host discovery: read a sysfs tree into a [`Host`] snapshot.
 
+mod aux;
 mod model;
 mod models;
 mod read;
+mod sysfs;
 
 pub use model::*;
 pub use models::model_name;
-pub use read::{DiscoverError, discover, is_bdf};
+pub use read::{DiscoverError, discover};
+pub use sysfs::is_bdf;

@@ -139,10 +139,117 @@ impl PciFunction {
     }
 }
 
+/// An auxiliary-bus device nicplug hands out: an mlx5 scalable function (SF),
+/// `bus/auxiliary/devices/mlx5_core.sf.N`, a directory under its parent PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuxFunction {
+    /// `mlx5_core.sf.N`: the device ID advertised to kubelet. N is a global index that can change
+    /// when the SF is re-created; `sfnum` is the stable number.
+    pub name: String,
+    /// The SF number given at creation (`devlink port add ... sfnum X`).
+    pub sfnum: u32,
+    /// PCI address of the parent function (the PF the SF belongs to).
+    pub parent: String,
+    /// Bound driver, `mlx5_core.sf` when probed.
+    pub driver: Option<String>,
+    /// The parent's NUMA node (aux devices have none of their own).
+    pub numa_node: Option<u32>,
+    pub netdevs: Vec<NetDev>,
+    /// `None` for a lightweight SF (no RDMA child, devlink `enable_rdma` off).
+    pub rdma: Option<RdmaDevice>,
+    /// Canonical directory relative to the sysfs root, e.g.
+    /// `devices/pci0000:ae/0000:ae:00.0/0000:af:00.0/mlx5_core.sf.4`.
+    pub sysfs_dir: PathBuf,
+}
+
+impl AuxFunction {
+    /// Why this SF can land in no RDMA pool, when it cannot.
+    pub fn rdma_absent_reason(&self) -> Option<&'static str> {
+        match (&self.rdma, self.netdevs.is_empty()) {
+            (Some(_), _) => None,
+            (None, true) => Some(
+                "lightweight SF: no netdev, no RDMA device (devlink enable_eth/enable_rdma off)",
+            ),
+            (None, false) => Some("SF without an RDMA device (devlink enable_rdma off)"),
+        }
+    }
+}
+
+/// `mlx5_core.sf.<digits>`: the only aux device names nicplug reads or puts into paths.
+pub fn is_sf_name(s: &str) -> bool {
+    s.strip_prefix("mlx5_core.sf.")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// A device nicplug can hand out, whichever bus it sits on. Pools, edits and renderings work
+/// through this; bus-specific selectors look at the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device<'a> {
+    Pci(&'a PciFunction),
+    Aux(&'a AuxFunction),
+}
+
+impl<'a> Device<'a> {
+    /// The ID advertised to kubelet: the PCI address or the aux device name.
+    pub fn id(&self) -> &'a str {
+        match self {
+            Device::Pci(f) => &f.address,
+            Device::Aux(a) => &a.name,
+        }
+    }
+
+    pub fn numa_node(&self) -> Option<u32> {
+        match self {
+            Device::Pci(f) => f.numa_node,
+            Device::Aux(a) => a.numa_node,
+        }
+    }
+
+    pub fn driver(&self) -> Option<&'a str> {
+        match self {
+            Device::Pci(f) => f.driver.as_deref(),
+            Device::Aux(a) => a.driver.as_deref(),
+        }
+    }
+
+    pub fn netdevs(&self) -> &'a [NetDev] {
+        match self {
+            Device::Pci(f) => &f.netdevs,
+            Device::Aux(a) => &a.netdevs,
+        }
+    }
+
+    pub fn rdma(&self) -> Option<&'a RdmaDevice> {
+        match self {
+            Device::Pci(f) => f.rdma.as_ref(),
+            Device::Aux(a) => a.rdma.as_ref(),
+        }
+    }
+
+    pub fn sysfs_dir(&self) -> &'a std::path::Path {
+        match self {
+            Device::Pci(f) => &f.sysfs_dir,
+            Device::Aux(a) => &a.sysfs_dir,
+        }
+    }
+
+    /// The PCI function behind this device: itself, or an SF's parent (when discovered).
+    pub fn pci<'h>(&self, host: &'h Host) -> Option<&'h PciFunction>
+    where
+        'a: 'h,
+    {
+        match self {
+            Device::Pci(f) => Some(f),
+            Device::Aux(a) => host.function(&a.parent),
+        }
+    }
+}
+
 /// A function that could not be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
-    /// PCI address (or the directory entry name when even that was unreadable).
+    /// PCI address or aux device name (or the directory entry name when even that was
+    /// unreadable).
     pub address: String,
     /// The file that was missing or garbled.
     pub file: PathBuf,
@@ -154,6 +261,8 @@ pub struct Skipped {
 pub struct Host {
     /// Functions of interest, sorted by PCI address.
     pub functions: Vec<PciFunction>,
+    /// Scalable functions on the auxiliary bus, sorted by name (numerically).
+    pub aux_functions: Vec<AuxFunction>,
     pub rdma_netns_mode: RdmaNetnsMode,
     /// `/dev/infiniband/rdma_cm`, when `rdma_ucm` is loaded.
     pub rdma_cm: Option<CharDev>,
@@ -167,5 +276,24 @@ impl Host {
             .binary_search_by(|f| f.address.as_str().cmp(address))
             .ok()
             .map(|i| &self.functions[i])
+    }
+
+    pub fn aux_function(&self, name: &str) -> Option<&AuxFunction> {
+        self.aux_functions.iter().find(|a| a.name == name)
+    }
+
+    /// Any device by its kubelet ID: a PCI address or an aux device name.
+    pub fn device(&self, id: &str) -> Option<Device<'_>> {
+        self.function(id)
+            .map(Device::Pci)
+            .or_else(|| self.aux_function(id).map(Device::Aux))
+    }
+
+    /// Every device: PCI functions first, then aux devices.
+    pub fn devices(&self) -> impl Iterator<Item = Device<'_>> {
+        self.functions
+            .iter()
+            .map(Device::Pci)
+            .chain(self.aux_functions.iter().map(Device::Aux))
     }
 }

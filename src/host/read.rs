@@ -7,15 +7,13 @@
 
 use super::model::*;
 use super::models::model_name;
+use super::sysfs::*;
 use crate::paths::HostPaths;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use tracing::warn;
-
-/// sysfs attributes are a page at most; anything longer is not a sysfs attribute.
-const MAX_ATTR_BYTES: u64 = 4096;
 
 /// Discovery failed as a whole (a single bad function never does this).
 #[derive(Debug, thiserror::Error)]
@@ -33,28 +31,6 @@ pub enum DiscoverError {
         source: io::Error,
     },
 }
-
-/// Why a function is skipped: the file and what was wrong with it.
-#[derive(Debug)]
-struct Skip {
-    file: PathBuf,
-    reason: String,
-}
-
-impl Skip {
-    fn new(file: &Path, reason: impl Into<String>) -> Self {
-        Skip {
-            file: file.to_path_buf(),
-            reason: reason.into(),
-        }
-    }
-
-    fn io(file: &Path, err: &io::Error) -> Self {
-        Skip::new(file, err.to_string())
-    }
-}
-
-type Res<T> = Result<T, Skip>;
 
 /// Read the host described by `paths` (sysfs root and procfs root).
 pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
@@ -100,12 +76,19 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
     }
 
     let default_routes = default_route_ifaces(&paths.proc_root);
-    for netdev in functions.iter_mut().flat_map(|f| f.netdevs.iter_mut()) {
+
+    let mut aux_functions = super::aux::aux_functions(&root, &mut skipped);
+    for netdev in functions
+        .iter_mut()
+        .flat_map(|f| f.netdevs.iter_mut())
+        .chain(aux_functions.iter_mut().flat_map(|a| a.netdevs.iter_mut()))
+    {
         netdev.default_route = default_routes.contains(&netdev.name);
     }
 
     Ok(Host {
         functions,
+        aux_functions,
         rdma_netns_mode: netns_mode(&root),
         rdma_cm: rdma_cm(&root),
         skipped,
@@ -236,7 +219,7 @@ fn virtfn_map(pf_dir: &Path) -> Res<HashMap<String, u32>> {
     Ok(map)
 }
 
-fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
+pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
     let mut net = dir.join("net");
     if !net.exists() {
         // virtio-net hangs its netdev off the virtio device: <pci>/virtioN/net/<if>.
@@ -266,7 +249,7 @@ fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
 }
 
 /// The RDMA side of a function, or `None` for a function without one.
-fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
+pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
     let verbs_dir = dir.join("infiniband_verbs");
     let mut uverbs = None;
     let mut uverbs_ibdev = None;
@@ -344,28 +327,6 @@ fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
     }))
 }
 
-/// A char device from its sysfs directory: number from `dev`, never computed.
-fn char_dev(dir: &Path, name: &str) -> Res<CharDev> {
-    if !is_rdma_node_name(name) {
-        return Err(Skip::new(dir, "not an RDMA char device name"));
-    }
-    let file = dir.join("dev");
-    let (major, minor) = parse_dev(&file, &required(&file)?)?;
-    Ok(CharDev {
-        path: format!("/dev/infiniband/{name}"),
-        name: name.to_string(),
-        major,
-        minor,
-    })
-}
-
-fn parse_dev(file: &Path, s: &str) -> Res<(u32, u32)> {
-    let (maj, min) = s
-        .split_once(':')
-        .ok_or_else(|| Skip::new(file, format!("{s:?} is not MAJOR:MINOR")))?;
-    Ok((parse(file, maj)?, parse(file, min)?))
-}
-
 fn netns_mode(root: &Path) -> RdmaNetnsMode {
     let file = root.join("module/ib_core/parameters/netns_mode");
     match read_bounded(&file).as_deref().map(str::trim) {
@@ -418,137 +379,5 @@ fn arphrd_name(t: u32) -> String {
         32 => "infiniband".into(),
         772 => "loopback".into(),
         other => format!("arphrd{other}"),
-    }
-}
-
-// ---- small readers -------------------------------------------------------------------------
-
-fn read_bounded(path: &Path) -> io::Result<String> {
-    let mut s = String::new();
-    fs::File::open(path)?
-        .take(MAX_ATTR_BYTES)
-        .read_to_string(&mut s)?;
-    Ok(s)
-}
-
-/// An attribute, trimmed; `None` when the file does not exist.
-fn attr(path: &Path) -> Res<Option<String>> {
-    match read_bounded(path) {
-        Ok(s) => Ok(Some(s.trim().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Skip::io(path, &e)),
-    }
-}
-
-fn required(path: &Path) -> Res<String> {
-    attr(path)?.ok_or_else(|| Skip::new(path, "required file is missing"))
-}
-
-fn parse<T: std::str::FromStr>(path: &Path, s: &str) -> Res<T> {
-    s.trim()
-        .parse()
-        .map_err(|_| Skip::new(path, format!("cannot parse {s:?}")))
-}
-
-fn parse_hex(path: &Path, s: &str) -> Res<u32> {
-    let digits = s.strip_prefix("0x").unwrap_or(s);
-    u32::from_str_radix(digits, 16).map_err(|_| Skip::new(path, format!("{s:?} is not hex")))
-}
-
-fn required_hex(path: &Path) -> Res<u32> {
-    parse_hex(path, &required(path)?)
-}
-
-fn to_u16(path: &Path, v: u32) -> Res<u16> {
-    u16::try_from(v).map_err(|_| Skip::new(path, format!("{v:#x} is not a 16-bit ID")))
-}
-
-fn optional_u16(path: &Path) -> Res<Option<u16>> {
-    match attr(path)? {
-        Some(s) => Ok(Some(to_u16(path, parse_hex(path, &s)?)?)),
-        None => Ok(None),
-    }
-}
-
-/// The last component of a symlink's target (`driver -> .../drivers/mlx5_core` gives
-/// `mlx5_core`); `None` when there is no link. Only names are taken from link targets, so a
-/// hostile target cannot steer a path.
-fn link_name(path: &Path) -> Res<Option<String>> {
-    match fs::read_link(path) {
-        Ok(target) => target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(|n| Some(n.to_string()))
-            .ok_or_else(|| Skip::new(path, "link target has no usable name")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Skip::io(path, &e)),
-    }
-}
-
-/// Sorted UTF-8 entry names of a directory; empty when it does not exist.
-fn list_names(dir: &Path) -> Res<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Skip::io(dir, &e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Skip::io(dir, &e))?;
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|_| Skip::new(&entry.path(), "entry name is not UTF-8"))?;
-        names.push(name);
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// `dddd:bb:dd.f` in lower-case hex.
-pub fn is_bdf(s: &str) -> bool {
-    let b = s.as_bytes();
-    let hex = |r: std::ops::Range<usize>| {
-        b[r].iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-    };
-    b.len() == 12
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && hex(0..4)
-        && hex(5..7)
-        && hex(8..10)
-        && (b'0'..=b'7').contains(&b[11])
-}
-
-/// `uverbsN`, `umadN` or `issmN`: the only names that may become `/dev/infiniband/<name>`.
-fn is_rdma_node_name(name: &str) -> bool {
-    ["uverbs", "umad", "issm"].iter().any(|p| {
-        name.strip_prefix(p)
-            .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|c| c.is_ascii_digit()))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bdf_shapes() {
-        assert!(is_bdf("0000:3b:00.2"));
-        assert!(!is_bdf("0000:3B:00.2"));
-        assert!(!is_bdf("0000:3b:00.8"));
-        assert!(!is_bdf("../../etc/x"));
-        assert!(!is_bdf("0000:3b:00.2x"));
-    }
-
-    #[test]
-    fn rdma_node_names() {
-        assert!(is_rdma_node_name("uverbs12"));
-        assert!(is_rdma_node_name("issm0"));
-        assert!(!is_rdma_node_name("uverbs"));
-        assert!(!is_rdma_node_name("uverbs1/../../x"));
-        assert!(!is_rdma_node_name("rdma_cm"));
     }
 }

@@ -1,0 +1,187 @@
+//! The small readers every part of discovery shares: bounded attribute reads, parsing that
+//! names the file, symlink names, directory listings, char device numbers and the name checks
+//! that guard every path built from sysfs data.
+
+use super::model::CharDev;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// sysfs attributes are a page at most; anything longer is not a sysfs attribute.
+const MAX_ATTR_BYTES: u64 = 4096;
+
+/// Why a function is skipped: the file and what was wrong with it.
+#[derive(Debug)]
+pub(super) struct Skip {
+    pub(super) file: PathBuf,
+    pub(super) reason: String,
+}
+
+impl Skip {
+    pub(super) fn new(file: &Path, reason: impl Into<String>) -> Self {
+        Skip {
+            file: file.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(super) fn io(file: &Path, err: &io::Error) -> Self {
+        Skip::new(file, err.to_string())
+    }
+}
+
+pub(super) type Res<T> = Result<T, Skip>;
+
+/// A char device from its sysfs directory: number from `dev`, never computed.
+pub(super) fn char_dev(dir: &Path, name: &str) -> Res<CharDev> {
+    if !is_rdma_node_name(name) {
+        return Err(Skip::new(dir, "not an RDMA char device name"));
+    }
+    let file = dir.join("dev");
+    let (major, minor) = parse_dev(&file, &required(&file)?)?;
+    Ok(CharDev {
+        path: format!("/dev/infiniband/{name}"),
+        name: name.to_string(),
+        major,
+        minor,
+    })
+}
+
+pub(super) fn parse_dev(file: &Path, s: &str) -> Res<(u32, u32)> {
+    let (maj, min) = s
+        .split_once(':')
+        .ok_or_else(|| Skip::new(file, format!("{s:?} is not MAJOR:MINOR")))?;
+    Ok((parse(file, maj)?, parse(file, min)?))
+}
+
+// ---- small readers -------------------------------------------------------------------------
+
+pub(super) fn read_bounded(path: &Path) -> io::Result<String> {
+    let mut s = String::new();
+    fs::File::open(path)?
+        .take(MAX_ATTR_BYTES)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// An attribute, trimmed; `None` when the file does not exist.
+pub(super) fn attr(path: &Path) -> Res<Option<String>> {
+    match read_bounded(path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Skip::io(path, &e)),
+    }
+}
+
+pub(super) fn required(path: &Path) -> Res<String> {
+    attr(path)?.ok_or_else(|| Skip::new(path, "required file is missing"))
+}
+
+pub(super) fn parse<T: std::str::FromStr>(path: &Path, s: &str) -> Res<T> {
+    s.trim()
+        .parse()
+        .map_err(|_| Skip::new(path, format!("cannot parse {s:?}")))
+}
+
+pub(super) fn parse_hex(path: &Path, s: &str) -> Res<u32> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    u32::from_str_radix(digits, 16).map_err(|_| Skip::new(path, format!("{s:?} is not hex")))
+}
+
+pub(super) fn required_hex(path: &Path) -> Res<u32> {
+    parse_hex(path, &required(path)?)
+}
+
+pub(super) fn to_u16(path: &Path, v: u32) -> Res<u16> {
+    u16::try_from(v).map_err(|_| Skip::new(path, format!("{v:#x} is not a 16-bit ID")))
+}
+
+pub(super) fn optional_u16(path: &Path) -> Res<Option<u16>> {
+    match attr(path)? {
+        Some(s) => Ok(Some(to_u16(path, parse_hex(path, &s)?)?)),
+        None => Ok(None),
+    }
+}
+
+/// The last component of a symlink's target (`driver -> .../drivers/mlx5_core` gives
+/// `mlx5_core`); `None` when there is no link. Only names are taken from link targets, so a
+/// hostile target cannot steer a path.
+pub(super) fn link_name(path: &Path) -> Res<Option<String>> {
+    match fs::read_link(path) {
+        Ok(target) => target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| Some(n.to_string()))
+            .ok_or_else(|| Skip::new(path, "link target has no usable name")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Skip::io(path, &e)),
+    }
+}
+
+/// Sorted UTF-8 entry names of a directory; empty when it does not exist.
+pub(super) fn list_names(dir: &Path) -> Res<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Skip::io(dir, &e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Skip::io(dir, &e))?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| Skip::new(&entry.path(), "entry name is not UTF-8"))?;
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `dddd:bb:dd.f` in lower-case hex.
+pub fn is_bdf(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && hex(0..4)
+        && hex(5..7)
+        && hex(8..10)
+        && (b'0'..=b'7').contains(&b[11])
+}
+
+/// `uverbsN`, `umadN` or `issmN`: the only names that may become `/dev/infiniband/<name>`.
+pub(super) fn is_rdma_node_name(name: &str) -> bool {
+    ["uverbs", "umad", "issm"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|c| c.is_ascii_digit()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bdf_shapes() {
+        assert!(is_bdf("0000:3b:00.2"));
+        assert!(!is_bdf("0000:3B:00.2"));
+        assert!(!is_bdf("0000:3b:00.8"));
+        assert!(!is_bdf("../../etc/x"));
+        assert!(!is_bdf("0000:3b:00.2x"));
+    }
+
+    #[test]
+    fn rdma_node_names() {
+        assert!(is_rdma_node_name("uverbs12"));
+        assert!(is_rdma_node_name("issm0"));
+        assert!(!is_rdma_node_name("uverbs"));
+        assert!(!is_rdma_node_name("uverbs1/../../x"));
+        assert!(!is_rdma_node_name("rdma_cm"));
+    }
+}
