@@ -126,6 +126,7 @@ impl DevicePlugin for PluginService {
 /// from the PCIDEVICE variables); failures are logged, never fail the allocation.
 fn write_device_info(dir: &Path, view: &PoolView, ids: &[String]) {
     for id in ids {
+        // PCI functions only: the spec's `pci` record would name an SF's parent, not the SF.
         let Some(f) = view.host.function(id) else {
             continue;
         };

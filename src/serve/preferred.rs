@@ -4,7 +4,7 @@
 //! NUMA node offering the most); then packed onto as few PFs as possible (PFs already used
 //! first, then the PF with most devices on offer); then the lowest address.
 
-use crate::host::Host;
+use crate::host::{Device, Host};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub fn preferred(
@@ -25,12 +25,15 @@ pub fn preferred(
         .filter(|id| !chosen.iter().any(|c| c == id))
         .collect();
 
-    let numa = |id: &str| host.function(id).and_then(|f| f.numa_node);
-    // The PF a device hangs off (a PF is its own).
+    let numa = |id: &str| host.device(id).and_then(|d| d.numa_node());
+    // The PF a device hangs off: a VF's physfn, an SF's parent; a PF is its own.
     let pf = |id: &str| -> String {
-        host.function(id)
-            .and_then(|f| f.physfn.as_ref().map(|p| p.address.clone()))
-            .unwrap_or_else(|| id.to_string())
+        match host.device(id) {
+            Some(Device::Pci(f)) => f.physfn.as_ref().map(|p| p.address.clone()),
+            Some(Device::Aux(a)) => Some(a.parent.clone()),
+            None => None,
+        }
+        .unwrap_or_else(|| id.to_string())
     };
 
     let wanted_numa: BTreeSet<Option<u32>> = if chosen.is_empty() {

@@ -42,7 +42,7 @@ impl PoolView {
             .devices
             .iter()
             .map(|d| {
-                let ok = host.function(&d.id).is_some_and(|f| healthy(f, links));
+                let ok = host.device(&d.id).is_some_and(|dev| healthy(dev, links));
                 (d.id.clone(), ok)
             })
             .collect();
