@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real third-party programs the tests use as oracles.
-debs=(ibverbs-utils ibverbs-providers util-linux)
+debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,3 +20,14 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+
+# End-to-end tests of `nicplug serve`: Python grpcio (an HTTP/2 + gRPC stack independent of
+# tonic) plays kubelet against the real binary over real Unix sockets (tests/serve/).
+cargo build --locked
+venv=target/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest' 2>/dev/null; then
+  "$venv/bin/pip" install -q grpcio grpcio-tools pytest
+fi
+NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest -q tests/serve

@@ -7,7 +7,7 @@ use crate::api::RegisterRequest;
 use crate::api::device_plugin_server::DevicePluginServer;
 use crate::api::registration_client::RegistrationClient;
 use hyper_util::rt::TokioIo;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,20 +109,35 @@ impl PoolEndpoint {
     }
 }
 
-/// Register now, and again each time `again` is notified; retry failures with capped backoff.
+/// Identity of one kubelet life: its socket's inode and change time. A restarted kubelet makes
+/// a new socket; the inode number alone may be reused at once.
+fn kubelet_life(sock: &Path) -> Option<(u64, u64, i64, i64)> {
+    let m = std::fs::metadata(sock).ok()?;
+    Some((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+/// Register now, and again each time `again` is notified, once per kubelet life: kubelet keeps
+/// one stream per registration, and a stale duplicate ending would mark the pool unhealthy.
+/// Failures are retried with capped backoff; a notification cuts the wait short.
 async fn register_loop(
     kubelet_sock: PathBuf,
     endpoint: String,
     resource: String,
     again: Arc<Notify>,
 ) {
+    let mut registered_with = None;
     loop {
         let started = Instant::now();
         let mut delay = Duration::from_millis(50);
         let mut attempts = 0u32;
         loop {
+            let life = kubelet_life(&kubelet_sock);
+            if life.is_some() && life == registered_with {
+                break;
+            }
             match register(&kubelet_sock, &endpoint, &resource).await {
                 Ok(()) => {
+                    registered_with = life;
                     info!(%resource, %endpoint, elapsed_ms = started.elapsed().as_millis() as u64, "registered with kubelet");
                     break;
                 }
@@ -133,10 +148,11 @@ async fn register_loop(
                         warn!(%resource, kubelet = %kubelet_sock.display(), attempts, "registration failed, retrying: {e}");
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = again.notified() => {}
+                        _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+                        // Kubelet's socket just appeared: it may not accept for a moment yet,
+                        // so start the backoff over rather than wait out a long delay.
+                        _ = again.notified() => delay = Duration::from_millis(50),
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }

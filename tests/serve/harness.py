@@ -61,6 +61,11 @@ pb2, pb2_grpc = load_stubs()
 # --------------------------------------------------------------------------- the binary
 
 
+def clean_env():
+    """The environment without NICPLUG_* variables: every setting is on the command line."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("NICPLUG_")}
+
+
 def nicplug_bin():
     """`$NICPLUG_BIN`, or `target/debug/nicplug` (built with `cargo build` when missing)."""
     env = os.environ.get("NICPLUG_BIN")
@@ -84,6 +89,7 @@ def run_nicplug(*args, timeout=120, check=True):
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=clean_env(),
     )
     if check and res.returncode != 0:
         raise RuntimeError(
@@ -157,19 +163,19 @@ class Node:
         """Hot-unplug a VF: drop `bus/pci/devices/<bdf>` and the PF's `virtfnN` link to it."""
         dev = self.pci_dir(bdf)
         physfn = (dev / "physfn").resolve() if (dev / "physfn").exists() else None
-        os.unlink(self.sys / "bus" / "pci" / "devices" / bdf)
-        if physfn is not None:
+        if physfn is not None:  # the unwatched link first, the watched one last
             for link in physfn.glob("virtfn*"):
                 if link.resolve() == dev:
                     os.unlink(link)
+        os.unlink(self.sys / "bus" / "pci" / "devices" / bdf)
         return dev
 
     def restore_function(self, bdf, dev, virtfn_index=None):
-        os.symlink(os.path.relpath(dev, self.sys / "bus" / "pci" / "devices"),
-                   self.sys / "bus" / "pci" / "devices" / bdf)
         if virtfn_index is not None and (dev / "physfn").exists():
             pf = (dev / "physfn").resolve()
             os.symlink(f"../{bdf}", pf / f"virtfn{virtfn_index}")
+        os.symlink(os.path.relpath(dev, self.sys / "bus" / "pci" / "devices"),
+                   self.sys / "bus" / "pci" / "devices" / bdf)
 
     def unbind(self, bdf):
         """`echo <bdf> > /sys/bus/pci/drivers/<drv>/unbind`: both driver links go. Returns drv."""
@@ -198,8 +204,9 @@ class Daemon:
     """One `nicplug serve` process. stdout and stderr go to files inside the node's directory."""
 
     def __init__(self, node, config=None, rescan_interval=None, log="info", netns=None,
-                 resource_prefix=None, device_info_dir=True, extra=()):
+                 resource_prefix=None, device_info_dir=True, split_roots=False, extra=()):
         self.node = node
+        self.split_roots = split_roots  # --sysfs-root/--dev-root/--proc-root, not --host-root
         self.config = Path(config or node.config)
         self.rescan_interval = rescan_interval
         self.log_level = log
@@ -213,8 +220,13 @@ class Daemon:
         self.stdout_path = None
 
     def argv(self):
-        argv = [str(nicplug_bin()), "--host-root", str(self.node.root),
-                "--config", str(self.config), "--log", self.log_level]
+        root = self.node.root
+        if self.split_roots:
+            roots = ["--sysfs-root", str(root / "sys"), "--dev-root", str(root / "dev"),
+                     "--proc-root", str(root / "proc")]
+        else:
+            roots = ["--host-root", str(root)]
+        argv = [str(nicplug_bin()), *roots, "--config", str(self.config), "--log", self.log_level]
         if self.resource_prefix:
             argv += ["--resource-prefix", self.resource_prefix]
         argv += ["serve", "--kubelet-dir", str(self.node.kubelet_dir)]
@@ -236,7 +248,7 @@ class Daemon:
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
+                start_new_session=True, env=clean_env(),
             )
         self.started_at = time.monotonic()
         return self
@@ -248,7 +260,7 @@ class Daemon:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         if self.alive():
             os.kill(self.proc.pid, sig)
 
@@ -383,3 +395,29 @@ def leftover_netns():
     res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     return [line.split()[0] for line in res.stdout.splitlines()
             if line.startswith(NETNS_PREFIX)]
+
+
+# --------------------------------------------------------------------------- the sample node
+
+VF_POOL = "nvidia.com/cx6dx_vf"
+PF_POOL = "nvidia.com/cx6dx_pf"
+VFIO_POOL = "nvidia.com/intel_vfio"
+SAMPLE_POOLS = [VF_POOL, PF_POOL, VFIO_POOL]
+
+PF0_VFS = ["0000:3b:00.2", "0000:3b:00.3", "0000:3b:00.4", "0000:3b:00.5",
+           "0000:3b:00.6", "0000:3b:00.7", "0000:3b:01.0", "0000:3b:01.1"]
+PF1_VFS = ["0000:3b:01.2", "0000:3b:01.3", "0000:3b:01.4", "0000:3b:01.5",
+           "0000:3b:01.6", "0000:3b:01.7", "0000:3b:02.0"]  # 0000:3b:02.1 is broken: skipped
+SAMPLE_VFS = PF0_VFS + PF1_VFS
+DOWN_VF = "0000:3b:00.7"  # ens1f0v5: RDMA port DOWN, netdev down
+HEALTHY_VFS = [v for v in SAMPLE_VFS if v != DOWN_VF]
+VF_NETDEV = {bdf: f"ens1f0v{i}" for i, bdf in enumerate(PF0_VFS)}
+VF_NETDEV.update({bdf: f"ens1f1v{i}" for i, bdf in enumerate(PF1_VFS)})
+VF_IBDEV = {bdf: f"mlx5_{i + 2}" for i, bdf in enumerate(PF0_VFS)}
+VF_IBDEV.update({bdf: f"mlx5_{i + 10}" for i, bdf in enumerate(PF1_VFS)})
+
+
+def socket_name(resource):
+    """`nvidia.com/cx6dx_vf` -> `nicplug-nvidia.com-cx6dx_vf.sock`."""
+    prefix, _, name = resource.partition("/")
+    return f"nicplug-{prefix}-{name}.sock"

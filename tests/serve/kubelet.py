@@ -1,0 +1,394 @@
+"""A kubelet stand-in for device plugins, on grpcio (C-core): an HTTP/2 + gRPC stack independent
+of the plugin's tonic/h2.
+
+It does what kubelet's device manager does on the wire:
+- serves `Registration.Register` on `<kubelet dir>/device-plugins/kubelet.sock`;
+- during `Register`, dials the plugin's socket back, calls `GetDevicePluginOptions` and, once
+  that answered, opens one `ListAndWatch` stream read by a thread (every message is recorded
+  with a monotonic timestamp);
+- on restart, stops, deletes every file in `device-plugins/` except
+  `kubelet_internal_checkpoint`, and listens again.
+
+The dial-back never waits for the plugin to come up: a plugin that registers before it serves
+is seen failing, as a strict kubelet would. A second registration of the same resource replaces
+the first client, whose stream the stand-in then cancels (kubelet keeps it; a plugin must
+survive either).
+"""
+
+import threading
+import time
+from collections import namedtuple
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from harness import pb2, pb2_grpc
+
+CHECKPOINT = "kubelet_internal_checkpoint"
+
+Dev = namedtuple("Dev", "id health numa")
+"""One advertised device: ID, "Healthy"/"Unhealthy", tuple of NUMA IDs or None (no topology)."""
+
+
+def devices_of(msg):
+    out = []
+    for d in msg.devices:
+        numa = tuple(n.ID for n in d.topology.nodes) if d.HasField("topology") else None
+        out.append(Dev(d.ID, d.health, numa))
+    return tuple(out)
+
+
+def ids_of(devs):
+    return [d.id for d in devs]
+
+
+def health_of(devs):
+    return {d.id: d.health for d in devs}
+
+
+def car_to_dict(car):
+    """A ContainerAllocateResponse in the shape `nicplug allocate` prints."""
+    return {
+        "envs": dict(car.envs),
+        "mounts": [
+            {"container_path": m.container_path, "host_path": m.host_path,
+             "read_only": m.read_only}
+            for m in car.mounts
+        ],
+        "devices": [
+            {"container_path": d.container_path, "host_path": d.host_path,
+             "permissions": d.permissions}
+            for d in car.devices
+        ],
+        "annotations": dict(car.annotations),
+        "cdi_devices": [{"name": c.name} for c in car.cdi_devices],
+    }
+
+
+def unix_target(path):
+    return "unix:" + str(Path(path).resolve())
+
+
+def plugin_channel(path, authority="localhost"):
+    opts = [] if authority is None else [("grpc.default_authority", authority)]
+    return grpc.insecure_channel(unix_target(path), options=opts)
+
+
+class Registration:
+    def __init__(self, t, request):
+        self.t = t
+        self.request = request
+        self.ok = False
+        self.error = None
+        self.conn = None
+
+    def __repr__(self):
+        r = self.request
+        state = "ok" if self.ok else f"failed: {self.error}"
+        return f"<Register {r.resource_name} endpoint={r.endpoint} at {self.t:.3f} {state}>"
+
+
+class PluginConn:
+    """Kubelet's client for one registered plugin: one channel, one ListAndWatch stream."""
+
+    def __init__(self, kubelet, resource, endpoint):
+        self.kubelet = kubelet
+        self.resource = resource
+        self.endpoint = endpoint
+        self.path = kubelet.plugin_dir / endpoint
+        self.channel = plugin_channel(self.path, kubelet.authority)
+        self.stub = pb2_grpc.DevicePluginStub(self.channel)
+        self.options = None
+        self.messages = []  # [(monotonic time, (Dev, ...))]
+        self.ended = None  # (monotonic time, grpc.StatusCode or None for a clean end)
+        self.closed_by_us = False
+        self.call = None
+        self.thread = None
+
+    def open_stream(self):
+        self.call = self.stub.ListAndWatch(pb2.Empty())
+        self.thread = threading.Thread(
+            target=self._read, name=f"ListAndWatch {self.resource}", daemon=True
+        )
+        self.thread.start()
+
+    def _read(self):
+        code = None
+        try:
+            for msg in self.call:
+                t = time.monotonic()
+                with self.kubelet.cond:
+                    self.messages.append((t, devices_of(msg)))
+                    self.kubelet.cond.notify_all()
+        except grpc.RpcError as e:
+            code = e.code()
+        with self.kubelet.cond:
+            self.ended = (time.monotonic(), code)
+            self.kubelet.cond.notify_all()
+
+    @property
+    def stream_open(self):
+        return self.call is not None and self.ended is None
+
+    def latest(self):
+        return self.messages[-1][1] if self.messages else None
+
+    def close(self):
+        self.closed_by_us = True
+        if self.call is not None:
+            self.call.cancel()
+        self.channel.close()
+        if self.thread is not None:
+            self.thread.join(5)
+
+
+class _RegistrationServicer(pb2_grpc.RegistrationServicer):
+    def __init__(self, kubelet):
+        self.kubelet = kubelet
+
+    def Register(self, request, context):
+        return self.kubelet._register(request, context)
+
+
+class Kubelet:
+    def __init__(self, kubelet_dir, authority="localhost"):
+        self.kubelet_dir = Path(kubelet_dir)
+        self.plugin_dir = self.kubelet_dir / "device-plugins"
+        self.socket = self.plugin_dir / "kubelet.sock"
+        self.authority = authority
+        self.cond = threading.Condition()
+        self.all_registrations = []  # every Register call, in order
+        self.current = {}  # resource -> PluginConn (the latest good registration)
+        self.old_conns = []
+        self.reject = 0  # answer the next N Register calls with UNAVAILABLE
+        self.server = None
+        self.generation = 0  # one per kubelet life
+        self.started_at = None
+        self.restarts = []  # monotonic times at which a restarted kubelet listened again
+
+    # ---- lifecycle
+
+    def start(self):
+        self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.plugin_dir / CHECKPOINT
+        if not checkpoint.exists():
+            checkpoint.write_text('{"Data":{"PodDeviceEntries":null,"RegisteredDevices":{}},'
+                                  '"Checksum":0}')
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        pb2_grpc.add_RegistrationServicer_to_server(_RegistrationServicer(self), server)
+        if server.add_insecure_port(unix_target(self.socket)) == 0:
+            raise RuntimeError(f"cannot listen on {self.socket}")
+        server.start()
+        with self.cond:
+            self.generation += 1
+        self.server = server
+        self.started_at = time.monotonic()
+        return self.started_at
+
+    def _close_conns(self):
+        with self.cond:
+            conns = list(self.current.values())
+            self.old_conns.extend(conns)
+            self.current.clear()
+        for c in conns:
+            c.close()
+
+    def stop(self):
+        with self.cond:
+            self.generation += 1  # Register calls still in flight belong to a dead kubelet
+        if self.server is not None:
+            self.server.stop(grace=None).wait(10)
+            self.server = None
+        self._close_conns()
+
+    def restart(self):
+        """What a kubelet restart looks like to a plugin: streams break, every socket in
+        device-plugins/ (kubelet.sock included) is deleted, a new kubelet.sock listens. Returns
+        the monotonic time at which the new kubelet listens."""
+        self.stop()
+        for entry in self.plugin_dir.iterdir():
+            if entry.name != CHECKPOINT:
+                entry.unlink()
+        t = self.start()
+        self.restarts.append(t)
+        return t
+
+    # ---- Registration service
+
+    def _register(self, request, context):
+        reg = Registration(time.monotonic(), request)
+        with self.cond:
+            generation = self.generation
+            self.all_registrations.append(reg)
+            rejecting = self.reject > 0
+            if rejecting:
+                self.reject -= 1
+        if rejecting:
+            reg.error = "rejected by the test (UNAVAILABLE)"
+            with self.cond:
+                self.cond.notify_all()
+            context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet is not ready (test)")
+        problem = None
+        if request.version != "v1beta1":
+            problem = f"unsupported version {request.version!r}"
+        elif not request.endpoint or "/" in request.endpoint:
+            problem = f"endpoint must be a file name in device-plugins/: {request.endpoint!r}"
+        elif "/" not in request.resource_name:
+            problem = f"resource name is not an extended resource: {request.resource_name!r}"
+        if problem:
+            reg.error = problem
+            with self.cond:
+                self.cond.notify_all()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+        conn = PluginConn(self, request.resource_name, request.endpoint)
+        try:
+            conn.options = conn.stub.GetDevicePluginOptions(pb2.Empty(), timeout=10)
+        except grpc.RpcError as e:
+            conn.close()
+            reg.error = f"dial-back GetDevicePluginOptions failed: {e.code()} {e.details()}"
+            with self.cond:
+                self.cond.notify_all()
+            context.abort(grpc.StatusCode.UNKNOWN, reg.error)
+        conn.open_stream()
+        with self.cond:
+            if generation != self.generation:
+                stale = True
+            else:
+                stale = False
+                old = self.current.get(request.resource_name)
+                self.current[request.resource_name] = conn
+                if old is not None:
+                    self.old_conns.append(old)
+                reg.ok = True
+                reg.conn = conn
+            if stale:
+                reg.error = "kubelet restarted during this Register"
+            self.cond.notify_all()
+        if stale:
+            conn.close()
+            context.abort(grpc.StatusCode.UNAVAILABLE, reg.error)
+        if old is not None:
+            old.close()
+        return pb2.Empty()
+
+    # ---- queries
+
+    def registrations(self, resource=None, ok=True):
+        with self.cond:
+            return [r for r in self.all_registrations
+                    if (resource is None or r.request.resource_name == resource)
+                    and (ok is None or r.ok == ok)]
+
+    def resources(self):
+        with self.cond:
+            return sorted(self.current)
+
+    def conn(self, resource):
+        with self.cond:
+            return self.current.get(resource)
+
+    def devices(self, resource):
+        with self.cond:
+            c = self.current.get(resource)
+            return c.latest() if c else None
+
+    def _wait(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                got = pred()
+                if got:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; "
+                                       f"registrations so far: {self.all_registrations}")
+                self.cond.wait(min(left, 0.2))
+
+    def wait_registered(self, resource, timeout=10, after=None):
+        """Wait for a successful registration of `resource` (the first one arriving at or
+        after monotonic time `after`, if given) whose ListAndWatch stream has delivered its
+        first message; returns that Registration."""
+
+        def done():
+            for r in self.all_registrations:
+                if (r.ok and r.request.resource_name == resource
+                        and (after is None or r.t >= after) and r.conn.messages):
+                    return r
+            return None
+
+        since = "" if after is None else f" after t={after:.3f}"
+        return self._wait(done, timeout, f"a registration of {resource}{since}")
+
+    def wait_all_registered(self, resources, timeout=10, after=None):
+        return {r: self.wait_registered(r, timeout, after) for r in resources}
+
+    def mark(self, resource):
+        """A point in `resource`'s message history: later waits only look at newer messages."""
+        with self.cond:
+            c = self.current.get(resource)
+            return (c, len(c.messages) if c else 0)
+
+    def wait_devices(self, resource, predicate, timeout=10, after=None):
+        """Wait until a ListAndWatch message of `resource` (newer than `after`, a `mark()`)
+        satisfies `predicate(devs)`; returns (arrival time, devs)."""
+        seen = []
+
+        def found():
+            c = self.current.get(resource)
+            if c is None:
+                return None
+            start = 0
+            if after is not None and after[0] is c:
+                start = after[1]
+            for t, devs in c.messages[start:]:
+                if predicate(devs):
+                    return (t, devs)
+            if c.messages:
+                seen[:] = [c.messages[-1][1]]
+            return None
+
+        try:
+            return self._wait(found, timeout, f"a ListAndWatch message of {resource} matching")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\nlast message seen: {seen[0] if seen else None}") from None
+
+    # ---- calls a kubelet makes on admission
+
+    @contextmanager
+    def client(self, resource, authority="localhost"):
+        conn = self.conn(resource)
+        assert conn is not None, f"{resource} is not registered"
+        channel = plugin_channel(conn.path, authority)
+        try:
+            yield pb2_grpc.DevicePluginStub(channel)
+        finally:
+            channel.close()
+
+    def allocate(self, resource, ids_per_container, authority="localhost", timeout=10):
+        """Allocate for one pod; returns one dict per container (see `car_to_dict`)."""
+        req = pb2.AllocateRequest(container_requests=[
+            pb2.ContainerAllocateRequest(devices_ids=list(ids)) for ids in ids_per_container
+        ])
+        with self.client(resource, authority) as stub:
+            resp = stub.Allocate(req, timeout=timeout)
+        return [car_to_dict(c) for c in resp.container_responses]
+
+    def preferred(self, resource, requests, timeout=10):
+        """`requests`: [(available, must_include, size)]; returns one ID list per container."""
+        req = pb2.PreferredAllocationRequest(container_requests=[
+            pb2.ContainerPreferredAllocationRequest(
+                available_deviceIDs=list(avail), must_include_deviceIDs=list(must),
+                allocation_size=size)
+            for avail, must, size in requests
+        ])
+        with self.client(resource) as stub:
+            resp = stub.GetPreferredAllocation(req, timeout=timeout)
+        return [list(c.deviceIDs) for c in resp.container_responses]
+
+    def options(self, resource, authority="localhost", timeout=10):
+        with self.client(resource, authority) as stub:
+            return stub.GetDevicePluginOptions(pb2.Empty(), timeout=timeout)
