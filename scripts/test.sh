@@ -26,8 +26,12 @@ cargo test --locked
 cargo build --locked
 venv=target/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest' 2>/dev/null; then
-  "$venv/bin/pip" install -q grpcio grpcio-tools pytest
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest, kubernetes_validate, yaml' 2>/dev/null; then
+  "$venv/bin/pip" install -q grpcio grpcio-tools pytest kubernetes-validate pyyaml
 fi
+
+# deploy/ manifests against the Kubernetes schemas, offline (kubernetes-validate ships them).
+PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/deploy
+
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -q tests/serve

@@ -1,0 +1,59 @@
+"""The manifests in deploy/ against the Kubernetes OpenAPI schemas (kubernetes-validate ships
+them, so this runs offline), plus the properties the README promises of them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+MANIFESTS = sorted(DEPLOY.glob("*.yaml"))
+K8S_VERSION = "1.30"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_valid_against_kubernetes_schema(path):
+    out = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", K8S_VERSION, str(path)],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def load(name):
+    return yaml.safe_load((DEPLOY / name).read_text())
+
+
+def test_daemonset_is_unprivileged_and_mounts_only_what_it_needs():
+    pod = load("daemonset.yaml")["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["privileged"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in sc["capabilities"]
+    host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host_paths == {"/var/lib/kubelet/device-plugins", "/sys",
+                          "/var/run/k8s.cni.cncf.io/devinfo/dp"}
+    sys_mount = next(m for m in c["volumeMounts"] if m["name"] == "sys")
+    assert sys_mount["readOnly"] is True and sys_mount["mountPath"] == "/sys"
+
+
+def test_configmap_holds_a_config_nicplug_accepts(tmp_path):
+    cfg = load("configmap.yaml")["data"]["config.json"]
+    f = tmp_path / "config.json"
+    f.write_text(cfg)
+    json.loads(cfg)
+    binary = Path(__file__).resolve().parents[2] / "target" / "debug" / "nicplug"
+    out = subprocess.run([str(binary), "config", "check", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_dpdk_pod_is_unprivileged_with_net_raw_and_ipc_lock_only():
+    pod = load("dpdk-pod.yaml")["spec"]
+    [c] = pod["containers"]
+    caps = c["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"] and sorted(caps["add"]) == ["IPC_LOCK", "NET_RAW"]
+    assert c["securityContext"]["privileged"] is False
+    assert not any(m["mountPath"].startswith("/sys") for m in c["volumeMounts"])
+    assert "$NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF" in c["args"][0]
