@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real third-party programs the tests use as oracles.
-debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv)
+debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv
+      containerd runc busybox-static dpdk-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,3 +36,11 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider te
 
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -q tests/serve
+
+# In a real container (tests/e2e/): a real containerd 1.6 (CRI plugin, runc) on a temp socket
+# with images built from busybox-static, the real `nicplug serve` registered by the grpcio
+# kubelet stand-in; Allocate mapped to CRI as kubelet does, pods probed from inside; real
+# libibverbs (ibv_devices) and DPDK (dpdk-testpmd) as oracles in the pod's view. Needs root
+# (skipped with the reason otherwise).
+NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest -q -s tests/e2e
