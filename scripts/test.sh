@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real third-party programs the tests use as oracles.
-debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv
+debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv podman crun
       containerd runc busybox-static dpdk-dev)
 missing=()
 for p in "${debs[@]}"; do

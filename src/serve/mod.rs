@@ -17,6 +17,7 @@ pub use server::socket_name;
 pub use view::{Advertised, AllocError, PoolView};
 
 use crate::HostPaths;
+use crate::cdi;
 use crate::config::{self, Config, ConfigError};
 use crate::host::{self, DiscoverError, Host, Skipped};
 use crate::pools;
@@ -40,6 +41,10 @@ pub struct ServeOptions {
     pub rescan_interval: Duration,
     /// Write CNI device-info files into `paths.device_info_dir`.
     pub device_info: bool,
+    /// CDI mode, with this `cdiVersion`: a spec per pool in `paths.cdi_dir` (rewritten when the
+    /// pool changes, removed with the pool and on exit), and Allocate answers `cdi_devices`
+    /// plus the usual `envs` instead of `devices` and `mounts`. `None`: no CDI at all.
+    pub cdi_version: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +92,19 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 
     let host = host::discover(&opts.paths)?;
     log_skipped(&[], &host.skipped);
+    let cdi_dir = opts.cdi_version.as_ref().map(|_| {
+        let mut dir = cdi::SpecDir::new(&opts.paths.cdi_dir);
+        match dir.remove_stale() {
+            Ok(gone) if !gone.is_empty() => {
+                info!(dir = %dir.dir().display(), files = %gone.join(","), "removed CDI specs of an earlier run")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(dir = %dir.dir().display(), "cannot clean the CDI spec directory: {e}"),
+        }
+        dir
+    });
     let mut mgr = Manager {
+        cdi_dir,
         paths: Arc::new(opts.paths.clone()),
         plugin_dir,
         host: Arc::new(host),
@@ -133,6 +150,8 @@ struct Manager {
     config: Config,
     config_bytes: Vec<u8>,
     slots: BTreeMap<String, Slot>,
+    /// CDI mode: the spec files written.
+    cdi_dir: Option<cdi::SpecDir>,
 }
 
 impl Manager {
@@ -256,7 +275,11 @@ impl Manager {
         let built = pools::build(&self.host, &self.config, &self.opts.default_prefix);
         let mut wanted = BTreeMap::new();
         for pool in built.pools {
-            let view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+            let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+            // The spec is on disk before any Allocate can name its devices.
+            if let (Some(dir), Some(version)) = (&mut self.cdi_dir, &self.opts.cdi_version) {
+                view.cdi = publish_cdi(dir, version, &view);
+            }
             wanted.insert(view.pool.name.clone(), Arc::new(view));
         }
         let gone: Vec<String> = self
@@ -290,13 +313,34 @@ impl Manager {
                 }
             }
         }
+        // Specs of resources gone from the config, or left without devices.
+        if let Some(dir) = &mut self.cdi_dir {
+            let keep = self
+                .slots
+                .iter()
+                .filter(|(_, s)| s.view.borrow().cdi.is_some())
+                .map(|(resource, _)| cdi::file_name(resource))
+                .collect();
+            match dir.retain(&keep) {
+                Ok(gone) => {
+                    for file in gone {
+                        info!(dir = %dir.dir().display(), %file, "CDI spec removed");
+                    }
+                }
+                Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
+            }
+        }
     }
 
     /// Same pools, new link states.
     fn refresh_health(&mut self) {
         for slot in self.slots.values() {
-            let pool = slot.view.borrow().pool.clone();
-            let view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+            let (pool, published) = {
+                let old = slot.view.borrow();
+                (old.pool.clone(), old.cdi.clone())
+            };
+            let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+            view.cdi = published;
             slot.view.send_replace(Arc::new(view));
         }
     }
@@ -305,7 +349,48 @@ impl Manager {
         for (_, slot) in std::mem::take(&mut self.slots) {
             stop(slot).await;
         }
+        if let Some(dir) = &mut self.cdi_dir {
+            match dir.remove_all() {
+                Ok(gone) => {
+                    info!(dir = %dir.dir().display(), files = gone.len(), "CDI specs removed")
+                }
+                Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
+            }
+        }
     }
+}
+
+/// Render and write a pool's CDI spec (only when it changed); what Allocate may then name.
+/// `None` (Allocate answers without CDI) when the pool has no spec or it cannot be written.
+fn publish_cdi(
+    dir: &mut cdi::SpecDir,
+    version: &str,
+    view: &PoolView,
+) -> Option<Arc<cdi::Published>> {
+    let resource = &view.pool.name;
+    let (spec, skipped) = match cdi::spec(&view.pool, &view.host, &view.paths, version) {
+        Ok(s) => s,
+        Err(cdi::CdiError::NoDevices { .. }) => return None,
+        Err(e) => {
+            warn!(%resource, "no CDI spec; Allocate answers with devices and mounts: {e}");
+            return None;
+        }
+    };
+    for s in skipped {
+        warn!(%resource, id = %s.id, "left out of the CDI spec: {}", s.why);
+    }
+    let file = cdi::file_name(resource);
+    match dir.write(&file, cdi::to_json(&spec).as_bytes()) {
+        Ok(true) => {
+            info!(%resource, dir = %dir.dir().display(), %file, devices = spec.devices.len(), "CDI spec written")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            error!(%resource, dir = %dir.dir().display(), %file, "cannot write the CDI spec; Allocate answers with devices and mounts: {e}");
+            return None;
+        }
+    }
+    Some(Arc::new(cdi::Published::of(&spec)))
 }
 
 /// (Re)start a slot's endpoint on a fresh socket.

@@ -105,9 +105,12 @@ impl DevicePlugin for PluginService {
                 ids = %ids.join(","),
                 devices = %edits.devices.iter().map(|d| d.container_path.as_str()).collect::<Vec<_>>().join(","),
                 mounts = edits.mounts.len(),
+                cdi = view.cdi.is_some(),
                 "allocated"
             );
-            container_responses.push(render::allocate_response(&edits));
+            // CDI mode: the spec carries nodes and mounts; envs stay as they are.
+            let response = view.cdi.as_deref().and_then(|c| c.response(&edits, &ids));
+            container_responses.push(response.unwrap_or_else(|| render::allocate_response(&edits)));
         }
         Ok(Response::new(api::AllocateResponse {
             container_responses,

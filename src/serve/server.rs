@@ -6,16 +6,15 @@ use super::view::PoolView;
 use crate::api::RegisterRequest;
 use crate::api::device_plugin_server::DevicePluginServer;
 use crate::api::registration_client::RegistrationClient;
-use hyper_util::rt::TokioIo;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Server;
 use tracing::{error, info, warn};
 
 pub const API_VERSION: &str = "v1beta1";
@@ -175,19 +174,8 @@ async fn register(
     endpoint: &str,
     resource: &str,
 ) -> Result<(), RegisterError> {
-    let path = kubelet_sock.to_path_buf();
     let call = async {
-        // The URI is a placeholder: the connector dials the socket; kubelet's server ignores
-        // the authority.
-        let channel =
-            Endpoint::from_static("http://localhost")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                    }
-                }))
-                .await?;
+        let channel = crate::uds::channel(kubelet_sock).await?;
         RegistrationClient::new(channel)
             .register(RegisterRequest {
                 version: API_VERSION.into(),

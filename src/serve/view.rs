@@ -25,6 +25,8 @@ pub struct PoolView {
     pub paths: Arc<HostPaths>,
     /// Device ID -> healthy.
     pub health: BTreeMap<String, bool>,
+    /// CDI mode: the pool's spec as written; Allocate names its devices. `None`: no CDI.
+    pub cdi: Option<Arc<crate::cdi::Published>>,
 }
 
 /// Why an allocation was refused.
@@ -51,6 +53,7 @@ impl PoolView {
             host,
             paths,
             health,
+            cdi: None,
         }
     }
 

@@ -1,0 +1,322 @@
+//! Real podman (Debian 12: podman 4.3 with crun) running containers from nicplug's CDI specs on
+//! the simulated sample node: `podman run --device nvidia.com/cx6dx_vf=0000:3b:00.2` gives the
+//! container the RDMA nodes (real major:minor, nothing else openable), the read-only counters
+//! mount and the per-device env, exactly as the spec says.
+//!
+//! Needs root, `podman`, `unshare` and `busybox-static` (scripts/test.sh installs them); skipped
+//! with a message otherwise, failed instead when `NICPLUG_REQUIRE_PODMAN=1`. Podman runs in a
+//! private mount namespace (tests/e2e_podman/podman.sh) so nothing outside sees its /run or
+//! spec directory.
+//!
+//! Test scaffolding, never in nicplug's output: the counters mount's target
+//! (`/sys/devices/pci0000:3a/...`) does not exist in a container's sysfs on a machine without
+//! the NIC, and runtimes cannot create mount points in sysfs; the test binds an empty read-only
+//! skeleton of that path over `/sys/devices` first. `bare_counters_mount_needs_the_real_sysfs`
+//! shows the mount failing without it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const VF: &str = "0000:3b:00.2";
+const VF2: &str = "0000:3b:01.2";
+const PORT: &str = "devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2/ports/1";
+const PORT2: &str = "devices/pci0000:3a/0000:3a:00.0/0000:3b:01.2/infiniband/mlx5_10/ports/1";
+const IMAGE: &str = "localhost/nicplug-busybox:test";
+
+struct Rig {
+    _tmp: tempfile::TempDir,
+    work: PathBuf,
+    node: PathBuf,
+    cdi: PathBuf,
+    skeleton: PathBuf,
+}
+
+fn missing() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root".into());
+    }
+    for tool in ["podman", "unshare", "tar"] {
+        if !Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("/bin/busybox (busybox-static) is not installed".into());
+    }
+    None
+}
+
+/// The rig, or `None` (skip) when this machine cannot run it.
+fn rig() -> Option<&'static Rig> {
+    static RIG: OnceLock<Option<Rig>> = OnceLock::new();
+    RIG.get_or_init(|| {
+        if let Some(why) = missing() {
+            if std::env::var("NICPLUG_REQUIRE_PODMAN").as_deref() == Ok("1") {
+                panic!("podman end-to-end test required but: {why}");
+            }
+            eprintln!("SKIPPED podman end-to-end test: {why}");
+            return None;
+        }
+        Some(build_rig())
+    })
+    .as_ref()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn nicplug(node: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nicplug"));
+    c.arg("--host-root")
+        .arg(node)
+        .arg("--config")
+        .arg(node.join("config.json"));
+    c
+}
+
+fn build_rig() -> Rig {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let node = work.join("node");
+    let cdi = work.join("cdi");
+    run(Command::new(env!("CARGO_BIN_EXE_nicplug"))
+        .args(["sample", "write"])
+        .arg(&node));
+    // The product: static specs, as `serve --cdi` writes them (tests/serve/test_cdi.py shows
+    // the two are the same).
+    run(nicplug(&node).arg("cdi").arg("--output-dir").arg(&cdi));
+
+    // Test scaffolding: the empty skeleton of the counters mounts' targets.
+    let skeleton = work.join("skeleton");
+    for port in [PORT, PORT2] {
+        std::fs::create_dir_all(skeleton.join(port)).unwrap();
+    }
+
+    // A busybox-static image, imported from a tar: no registry.
+    let rootfs = work.join("rootfs");
+    for d in ["bin", "dev", "proc", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "ls", "cat", "env", "grep", "mknod", "touch", "echo", "sort", "head",
+    ] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(work.join("rootfs.tar"))
+        .arg("."));
+    std::fs::write(
+        work.join("containers.conf"),
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1000:1000\"]\n\
+         [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    let rig = Rig {
+        _tmp: tmp,
+        work,
+        node,
+        cdi,
+        skeleton,
+    };
+    let tar = rig.work.join("rootfs.tar");
+    run(&mut rig.podman(&["import".as_ref(), tar.as_os_str(), IMAGE.as_ref()]));
+    rig
+}
+
+impl Rig {
+    fn podman(&self, args: &[&std::ffi::OsStr]) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e_podman/podman.sh"))
+            .arg(&self.cdi)
+            .arg("--root")
+            .arg(self.work.join("storage"))
+            .arg("--runroot")
+            .arg(self.work.join("runroot"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("CONTAINERS_CONF", self.work.join("containers.conf"));
+        c
+    }
+
+    /// `podman run --rm --network none [--mount skeleton] --device ...=<id>... IMAGE sh -c SCRIPT`.
+    /// One at a time: each run moves hugetlb between cgroup hierarchies (see podman.sh).
+    fn run_container(&self, ids: &[&str], skeleton: bool, script: &str) -> Output {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--network=none".into()];
+        if skeleton {
+            args.push("--mount".into());
+            args.push(format!(
+                "type=bind,src={},dst=/sys/devices,ro=true",
+                self.skeleton.join("devices").display()
+            ));
+        }
+        for id in ids {
+            args.push("--device".into());
+            args.push(format!("nvidia.com/cx6dx_vf={id}"));
+        }
+        args.extend([IMAGE.into(), "/bin/sh".into(), "-c".into(), script.into()]);
+        let os: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        self.podman(&os)
+            .output()
+            .unwrap_or_else(|e| panic!("podman: {e}"))
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `crw...  maj, min ... name` lines of `ls -l`, as (name, "maj, min").
+fn nodes(ls: &str) -> Vec<(String, String)> {
+    ls.lines()
+        .filter(|l| l.starts_with('c'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[f.len() - 1].to_string(), format!("{} {}", f[4], f[5]))
+        })
+        .collect()
+}
+
+#[test]
+fn one_vf_gets_its_nodes_counters_and_env_and_nothing_else() {
+    let Some(rig) = rig() else { return };
+    let port = format!("/sys/{PORT}");
+    let script = format!(
+        "echo '== ls'; ls -l /dev/infiniband; \
+         echo '== env'; env | grep ^NICPLUG_ | sort; \
+         echo '== counters'; ls {port}; cat {port}/state; \
+         echo '== mountinfo'; grep ' {port} ' /proc/self/mountinfo; \
+         echo '== write'; touch {port}/x 2>&1; \
+         echo '== open allocated'; cat /dev/infiniband/uverbs2 2>&1; \
+         echo '== mknod other'; mknod /tmp/x c 231 193 2>&1 && cat /tmp/x 2>&1; \
+         echo '== end'"
+    );
+    let out = rig.run_container(&[VF], true, &script);
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}");
+    assert!(out.status.success(), "podman failed:\n{stdout}\n{stderr}");
+    let section = |name: &str| -> String {
+        let start = stdout.find(&format!("== {name}\n")).unwrap() + name.len() + 4;
+        let end = stdout[start..]
+            .find("\n== ")
+            .map_or(stdout.len(), |i| start + i);
+        stdout[start..end].to_string()
+    };
+
+    // Exactly the four nodes of the spec, with sysfs's numbers.
+    assert_eq!(
+        nodes(&section("ls")),
+        [
+            ("issm2".to_string(), "231, 66".to_string()),
+            ("rdma_cm".into(), "10, 56".into()),
+            ("umad2".into(), "231, 2".into()),
+            ("uverbs2".into(), "231, 194".into()),
+        ]
+    );
+    assert_eq!(
+        section("env").trim(),
+        "NICPLUG_DEVICE_NVIDIA_COM_CX6DX_VF_0000_3B_00_2=0000:3b:00.2\n\
+         NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF_0000_3B_00_2=-a 0000:3b:00.2 --iova-mode=va"
+    );
+    // The host's port directory (hw_counters and all), read-only.
+    let counters = section("counters");
+    assert!(counters.contains("hw_counters"), "{counters}");
+    let state = std::fs::read_to_string(rig.node.join("sys").join(PORT).join("state")).unwrap();
+    assert!(counters.contains(state.trim()), "{counters}");
+    let mi = section("mountinfo");
+    let fields: Vec<&str> = mi.split_whitespace().collect();
+    assert!(fields[5].split(',').any(|o| o == "ro"), "{mi}");
+    assert!(section("write").contains("Read-only file system"));
+    // The device cgroup allowed the node (no driver here: ENXIO), denied any other.
+    assert!(
+        section("open allocated").contains("No such device or address"),
+        "{stdout}"
+    );
+    assert!(
+        section("mknod other").contains("Operation not permitted"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn two_vfs_compose() {
+    let Some(rig) = rig() else { return };
+    let out = rig.run_container(
+        &[VF, VF2],
+        true,
+        &format!(
+            "ls -l /dev/infiniband; env | grep ^NICPLUG_ | sort; ls -d /sys/{PORT}/hw_counters /sys/{PORT2}/hw_counters"
+        ),
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "podman failed:\n{stdout}\n{stderr}");
+    let names: Vec<String> = nodes(&stdout).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "issm10", "issm2", "rdma_cm", "umad10", "umad2", "uverbs10", "uverbs2"
+        ]
+    );
+    let env: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("NICPLUG_"))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            "NICPLUG_DEVICE_NVIDIA_COM_CX6DX_VF_0000_3B_00_2=0000:3b:00.2",
+            "NICPLUG_DEVICE_NVIDIA_COM_CX6DX_VF_0000_3B_01_2=0000:3b:01.2",
+            "NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF_0000_3B_00_2=-a 0000:3b:00.2 --iova-mode=va",
+            "NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF_0000_3B_01_2=-a 0000:3b:01.2 --iova-mode=va",
+        ]
+    );
+    assert!(stdout.contains(&format!("/sys/{PORT2}/hw_counters")));
+}
+
+/// Without the test's skeleton the counters mount has no target in this machine's sysfs and
+/// the runtime refuses it: the skeleton is scaffolding for a NIC-less machine, not the product.
+#[test]
+fn bare_counters_mount_needs_the_real_sysfs() {
+    let Some(rig) = rig() else { return };
+    let out = rig.run_container(&[VF], false, "true");
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "ran without the skeleton:\n{stdout}\n{stderr}"
+    );
+    // crun: "mkdir `/sys/devices/pci0000:3a`: Operation not permitted".
+    assert!(stderr.contains("/sys/devices/pci0000:3a"), "{stderr}");
+}
+
+/// A device name the specs do not hold is refused by podman's CDI resolution.
+#[test]
+fn unknown_device_is_refused() {
+    let Some(rig) = rig() else { return };
+    let out = rig.run_container(&["0000:99:00.0"], true, "true");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("0000:99:00.0"), "{stderr}");
+}
