@@ -5,14 +5,18 @@
 //! --[`edits::container_edits`]--> [`edits::ContainerEdits`] --> renderings (kubelet response, ...).
 
 pub mod api;
+pub mod cdi;
 pub mod config;
+pub mod demo;
+pub mod doctor;
+pub mod edits;
 pub mod fixture;
 pub mod host;
 pub mod paths;
-
-pub use paths::HostPaths;
-pub mod edits;
 pub mod pools;
 pub mod render;
 pub mod report;
 pub mod serve;
+pub mod uds;
+
+pub use paths::HostPaths;

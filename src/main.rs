@@ -109,6 +109,33 @@ enum Command {
         /// Seconds between safety-net rescans (changes are picked up from events at once)
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         rescan_interval: u64,
+        #[command(flatten)]
+        cdi: CdiArgs,
+    },
+    /// Write CDI specs for every pool of the node (one file per resource, kind
+    /// `<prefix>/<name>`, one device per function named by its ID), or print them as a JSON
+    /// array: `podman run --device nvidia.com/cx6dx_vf=0000:3b:00.2`
+    Cdi {
+        /// Write `nicplug-<prefix>-<name>.json` files into DIR (atomically) instead of printing
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        #[arg(long, default_value = nicplug::cdi::DEFAULT_VERSION, value_parser = cdi_version, help = CDI_VERSION_HELP)]
+        cdi_version: String,
+    },
+    /// Run inside a pod: check that DPDK can use the allocated ConnectX functions (host /sys,
+    /// netdev namespace, uverbs nodes, IOVA, counters, hugepages, capabilities), one line per
+    /// check with its fix; exit 0 when no check fails, 1 otherwise
+    Doctor {
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Check this function (PCI address or mlx5_core.sf.N) instead of those the PCIDEVICE_*
+        /// variables list; repeatable
+        #[arg(long = "device", value_name = "ID")]
+        devices: Vec<String>,
+        /// Only print the DPDK EAL arguments for the allocated functions
+        /// (`dpdk-testpmd $(nicplug doctor --eal-args) -- ...`)
+        #[arg(long)]
+        eal_args: bool,
     },
     /// Show nicplug on the bundled sample node (no NIC, no root needed): discovery, pools and
     /// what a DPDK pod gets for one VF
@@ -116,6 +143,33 @@ enum Command {
     /// The bundled sample node
     #[command(subcommand)]
     Sample(SampleCommand),
+}
+
+const CDI_VERSION_HELP: &str = "cdiVersion of the specs (0.5.0 or later). Podman 4.3 (Debian 12) \
+    accepts 0.5.0 and silently ignores 0.6.0 specs; containerd 1.7 reads both";
+
+/// CDI mode of `serve`.
+#[derive(clap::Args)]
+#[command(next_help_heading = "CDI (Container Device Interface)")]
+struct CdiArgs {
+    /// Write a CDI spec per resource into --cdi-dir (kept in step with the pool, removed on
+    /// exit) and answer Allocate with `cdi_devices` and the same envs, without devices/mounts
+    #[arg(long, env = "NICPLUG_CDI")]
+    cdi: bool,
+    /// Where CDI spec files go (the runtime's dynamic spec directory)
+    #[arg(
+        long,
+        default_value = "/var/run/cdi",
+        env = "NICPLUG_CDI_DIR",
+        requires = "cdi"
+    )]
+    cdi_dir: PathBuf,
+    #[arg(long, default_value = nicplug::cdi::DEFAULT_VERSION, value_parser = cdi_version, requires = "cdi", help = CDI_VERSION_HELP)]
+    cdi_version: String,
+}
+
+fn cdi_version(s: &str) -> Result<String, String> {
+    nicplug::cdi::check_version(s).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -191,6 +245,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kubelet_dir,
             device_info_dir,
             rescan_interval,
+            cdi,
         } => {
             let Some(config_path) = args.config.clone().or_else(|| {
                 Path::new(DEFAULT_CONFIG)
@@ -203,8 +258,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 paths: HostPaths {
                     kubelet_dir,
                     device_info_dir: device_info_dir.clone(),
+                    cdi_dir: cdi.cdi_dir,
                     ..paths(args)
                 },
+                cdi_version: cdi.cdi.then_some(cdi.cdi_version),
                 config_path,
                 default_prefix: args.resource_prefix.clone(),
                 rescan_interval: std::time::Duration::from_secs(rescan_interval),
@@ -215,7 +272,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .build()?
                 .block_on(serve::run(opts))?;
         }
-        Command::Demo => demo(args)?,
+        Command::Cdi {
+            output_dir,
+            cdi_version,
+        } => return cdi_specs(args, output_dir.as_deref(), &cdi_version),
+        Command::Doctor {
+            output,
+            devices,
+            eal_args,
+        } => {
+            let input = nicplug::doctor::Input::from_process(paths(args), devices);
+            if eal_args {
+                println!("{}", nicplug::doctor::eal_args(&input)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = nicplug::doctor::run(&input);
+            match output {
+                Output::Table => print!(
+                    "{}",
+                    nicplug::doctor::render::table(&report, std::io::stdout().is_terminal())
+                ),
+                Output::Json => println!("{}", nicplug::doctor::render::json(&report)),
+            }
+            return Ok(match report.ok {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(1),
+            });
+        }
+        Command::Demo => demo()?,
         Command::Sample(SampleCommand::Write {
             dir,
             spec,
@@ -285,6 +369,50 @@ fn allocate(
     Ok(render::allocate_response(&edits))
 }
 
+/// `nicplug cdi`: every pool with devices as a spec; problems on stderr (exit 2), the rest
+/// still written.
+fn cdi_specs(args: &HostArgs, output_dir: Option<&Path>, version: &str) -> Result<ExitCode> {
+    use nicplug::cdi;
+    let (host, pools) = load(args)?;
+    let (mut specs, mut failed) = (Vec::new(), false);
+    for pool in &pools.pools {
+        match cdi::spec(pool, &host, &paths(args), version) {
+            Ok((spec, skipped)) => {
+                for s in skipped {
+                    eprintln!("{}: {} left out: {}", pool.name, s.id, s.why);
+                }
+                specs.push((cdi::file_name(&pool.name), spec));
+            }
+            Err(cdi::CdiError::NoDevices { pool }) => {
+                eprintln!("{pool}: no devices on this node, no spec")
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    match output_dir {
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&specs.iter().map(|(_, s)| s).collect::<Vec<_>>())?
+        ),
+        Some(dir) => {
+            let mut out = cdi::SpecDir::new(dir);
+            for (name, spec) in &specs {
+                out.write(name, cdi::to_json(spec).as_bytes())
+                    .with_context(|| format!("writing {}", dir.join(name).display()))?;
+                println!("{}", dir.join(name).display());
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn config_check(file: &Path, args: &HostArgs) -> Result<ExitCode> {
     match config::parse_config_file(file) {
         Ok(config) => {
@@ -333,43 +461,12 @@ fn write_host(spec: &fixture::HostSpec, dir: &Path) -> Result<HostPaths> {
     Ok(paths)
 }
 
-fn demo(args: &HostArgs) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    write_host(&fixture::sample_node(), dir.path())?;
-    let args = HostArgs {
-        host_root: Some(dir.path().to_path_buf()),
-        config: Some(dir.path().join("config.json")),
-        resource_prefix: args.resource_prefix.clone(),
-        sysfs_root: args.sysfs_root.clone(),
-        dev_root: args.dev_root.clone(),
-        proc_root: args.proc_root.clone(),
-        log: args.log.clone(),
-    };
-    let (host, pools) = load(&args)?;
-    println!(
-        "== a simulated node (bundled sample, in {})\n",
-        dir.path().display()
-    );
-    print!("{}", report::discover_table(&host, &pools));
-
-    let Some((pool, device)) = pools
-        .pools
-        .iter()
-        .find_map(|p| p.devices.first().map(|d| (p, d)))
-    else {
-        bail!("the sample config pools no device");
-    };
-    println!(
-        "\n== a DPDK pod asks for 1 x {}; kubelet calls Allocate([{}]) and the container gets:\n",
-        pool.name, device.id
-    );
-    let response = allocate(
-        &args,
-        &host,
-        &pools,
-        &pool.name,
-        std::slice::from_ref(&device.id),
-    )?;
-    println!("{}", serde_json::to_string_pretty(&response)?);
+fn demo() -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let text = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(nicplug::demo::run(&exe, std::io::stdout().is_terminal()))?;
+    print!("{text}");
     Ok(())
 }
