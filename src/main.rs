@@ -99,13 +99,16 @@ enum Command {
         /// Kubelet's state directory; plugin sockets go in its device-plugins/
         #[arg(long, default_value = "/var/lib/kubelet", env = "NICPLUG_KUBELET_DIR")]
         kubelet_dir: PathBuf,
-        /// Where to write CNI device-info files (`--device-info-dir ''` disables them)
+        /// Where to write CNI device-info files
         #[arg(
             long,
             default_value = "/var/run/k8s.cni.cncf.io/devinfo/dp",
             env = "NICPLUG_DEVICE_INFO_DIR"
         )]
         device_info_dir: PathBuf,
+        /// Write no CNI device-info files
+        #[arg(long)]
+        no_device_info: bool,
         /// Seconds between safety-net rescans (changes are picked up from events at once)
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         rescan_interval: u64,
@@ -137,8 +140,16 @@ enum Command {
         #[arg(long)]
         eal_args: bool,
     },
-    /// Show nicplug on the bundled sample node (no NIC, no root needed): discovery, pools and
-    /// what a DPDK pod gets for one VF
+    /// Liveness check of a running `serve` (for a DaemonSet probe): every nicplug plugin socket
+    /// answers GetDevicePluginOptions within 2 s; exit 0 if so, 1 otherwise
+    Probe {
+        /// Kubelet's state directory, as given to `serve`
+        #[arg(long, default_value = "/var/lib/kubelet", env = "NICPLUG_KUBELET_DIR")]
+        kubelet_dir: PathBuf,
+    },
+    /// Show nicplug on the bundled sample node (no NIC, no root needed): discovery, the real
+    /// daemon with a built-in kubelet stand-in, what a DPDK pod gets for one VF, the doctor's
+    /// verdict and a VF going down
     Demo,
     /// The bundled sample node
     #[command(subcommand)]
@@ -244,6 +255,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve {
             kubelet_dir,
             device_info_dir,
+            no_device_info,
             rescan_interval,
             cdi,
         } => {
@@ -257,7 +269,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = serve::ServeOptions {
                 paths: HostPaths {
                     kubelet_dir,
-                    device_info_dir: device_info_dir.clone(),
+                    device_info_dir,
                     cdi_dir: cdi.cdi_dir,
                     ..paths(args)
                 },
@@ -265,7 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 config_path,
                 default_prefix: args.resource_prefix.clone(),
                 rescan_interval: std::time::Duration::from_secs(rescan_interval),
-                device_info: !device_info_dir.as_os_str().is_empty(),
+                device_info: !no_device_info,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -298,6 +310,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::from(1),
             });
+        }
+        Command::Probe { kubelet_dir } => {
+            let dir = kubelet_dir.join("device-plugins");
+            let results = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve::probe(&dir))
+                .with_context(|| format!("listing {}", dir.display()))?;
+            let mut ok = true;
+            for (name, err) in &results {
+                match err {
+                    None => println!("ok    {name}"),
+                    Some(e) => {
+                        ok = false;
+                        println!("FAIL  {name}: {e}");
+                    }
+                }
+            }
+            if results.is_empty() {
+                println!("no nicplug plugin sockets in {}", dir.display());
+            }
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Demo => demo()?,
         Command::Sample(SampleCommand::Write {

@@ -7,12 +7,14 @@
 mod health;
 mod plugin;
 mod preferred;
+mod probe;
 mod server;
 mod view;
 mod watch;
 
 pub use health::{LinkStates, healthy};
 pub use preferred::preferred;
+pub use probe::probe;
 pub use server::socket_name;
 pub use view::{Advertised, AllocError, PoolView};
 
