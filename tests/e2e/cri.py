@@ -3,44 +3,19 @@ into `target/py-stubs/`, never committed), a small RuntimeService client, and th
 device plugin's ContainerAllocateResponse to a CRI ContainerConfig exactly as kubelet makes it.
 """
 
-import hashlib
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-PROTO = HERE / "cri_subset.proto"
-STUB_ROOT = REPO / "target" / "py-stubs"
+from harness import compile_stubs  # tests/serve, on sys.path through conftest.py
+
+PROTO = Path(__file__).resolve().parent / "cri_subset.proto"
 
 
 def load_cri_stubs():
-    """Generate (once per proto content) and import the CRI subset stubs."""
-    digest = hashlib.sha256(PROTO.read_bytes()).hexdigest()[:16]
-    out = STUB_ROOT / f"cri-{digest}"
-    if not (out / "cri_subset_pb2_grpc.py").exists():
-        from grpc_tools import protoc
-
-        STUB_ROOT.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=STUB_ROOT, prefix=".gen-cri-"))
-        rc = protoc.main(["grpc_tools.protoc", f"-I{HERE}", f"--python_out={tmp}",
-                          f"--grpc_python_out={tmp}", str(PROTO)])
-        if rc != 0:
-            raise RuntimeError(f"grpc_tools.protoc failed ({rc}) on {PROTO}")
-        try:
-            tmp.rename(out)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    if str(out) not in sys.path:
-        sys.path.insert(0, str(out))
-    import cri_subset_pb2
-    import cri_subset_pb2_grpc
-
-    return cri_subset_pb2, cri_subset_pb2_grpc
+    """The CRI subset stubs, generated like the device plugin API's (tests/serve/harness.py)."""
+    return compile_stubs(PROTO, "cri")
 
 
 cri, cri_grpc = load_cri_stubs()

@@ -23,36 +23,43 @@ STUB_ROOT = REPO / "target" / "py-stubs"
 # --------------------------------------------------------------------------- gRPC stubs
 
 
-def load_stubs():
-    """Generate (once per proto content) and import the v1beta1 stubs: (api_pb2, api_pb2_grpc)."""
-    digest = hashlib.sha256(PROTO.read_bytes()).hexdigest()[:16]
-    out = STUB_ROOT / digest
-    if not (out / "api_pb2_grpc.py").exists():
+def compile_stubs(proto, tag):
+    """Generate (once per proto content) and import the stubs of `proto`:
+    (<name>_pb2, <name>_pb2_grpc). `tag` keeps different protos apart in target/py-stubs/."""
+    import importlib
+
+    proto = Path(proto)
+    name = proto.stem
+    digest = hashlib.sha256(proto.read_bytes()).hexdigest()[:16]
+    out = STUB_ROOT / f"{tag}-{digest}"
+    if not (out / f"{name}_pb2_grpc.py").exists():
         from grpc_tools import protoc  # imported late: only needed when generating
 
         STUB_ROOT.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=STUB_ROOT, prefix=".gen-"))
+        tmp = Path(tempfile.mkdtemp(dir=STUB_ROOT, prefix=f".gen-{tag}-"))
         rc = protoc.main(
             [
                 "grpc_tools.protoc",
-                f"-I{PROTO.parent}",
+                f"-I{proto.parent}",
                 f"--python_out={tmp}",
                 f"--grpc_python_out={tmp}",
-                str(PROTO),
+                str(proto),
             ]
         )
         if rc != 0:
-            raise RuntimeError(f"grpc_tools.protoc failed ({rc}) on {PROTO}")
+            raise RuntimeError(f"grpc_tools.protoc failed ({rc}) on {proto}")
         try:
             tmp.rename(out)
         except OSError:  # another process won the race
             shutil.rmtree(tmp, ignore_errors=True)
     if str(out) not in sys.path:
         sys.path.insert(0, str(out))
-    import api_pb2
-    import api_pb2_grpc
+    return importlib.import_module(f"{name}_pb2"), importlib.import_module(f"{name}_pb2_grpc")
 
-    return api_pb2, api_pb2_grpc
+
+def load_stubs():
+    """The device plugin API v1beta1 stubs: (api_pb2, api_pb2_grpc)."""
+    return compile_stubs(PROTO, "dp")
 
 
 pb2, pb2_grpc = load_stubs()
