@@ -158,8 +158,17 @@ impl Rig {
     }
 
     /// `podman run --rm --network none [--mount skeleton] --device ...=<id>... IMAGE sh -c SCRIPT`.
-    /// One at a time: each run moves hugetlb between cgroup hierarchies (see podman.sh).
     fn run_container(&self, ids: &[&str], skeleton: bool, script: &str) -> Output {
+        let cdi: Vec<String> = ids
+            .iter()
+            .flat_map(|id| ["--device".to_string(), format!("nvidia.com/cx6dx_vf={id}")])
+            .collect();
+        self.run_with(cdi, skeleton, script)
+    }
+
+    /// `podman run --rm --network none [--mount skeleton] EXTRA... IMAGE sh -c SCRIPT`.
+    /// One at a time: each run moves hugetlb between cgroup hierarchies (see podman.sh).
+    fn run_with(&self, extra: Vec<String>, skeleton: bool, script: &str) -> Output {
         static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--network=none".into()];
@@ -170,10 +179,7 @@ impl Rig {
                 self.skeleton.join("devices").display()
             ));
         }
-        for id in ids {
-            args.push("--device".into());
-            args.push(format!("nvidia.com/cx6dx_vf={id}"));
-        }
+        args.extend(extra);
         args.extend([IMAGE.into(), "/bin/sh".into(), "-c".into(), script.into()]);
         let os: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         self.podman(&os)
@@ -319,4 +325,62 @@ fn unknown_device_is_refused() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("0000:99:00.0"), "{stderr}");
+}
+
+/// The plain path, without CDI: `nicplug allocate`'s devices, mounts and envs handed to podman
+/// as `--device`, `--mount` and `--env`, the way a runtime applies kubelet's mapping.
+#[test]
+fn plain_devices_mounts_and_env_from_allocate() {
+    let Some(rig) = rig() else { return };
+    let out = run(nicplug(&rig.node).args(["allocate", "--resource", "cx6dx_vf", VF]));
+    let car: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut extra = Vec::new();
+    for d in car["devices"].as_array().unwrap() {
+        extra.push("--device".to_string());
+        extra.push(format!(
+            "{}:{}:{}",
+            d["host_path"].as_str().unwrap(),
+            d["container_path"].as_str().unwrap(),
+            d["permissions"].as_str().unwrap()
+        ));
+    }
+    for m in car["mounts"].as_array().unwrap() {
+        assert_eq!(m["read_only"], true);
+        extra.push("--mount".to_string());
+        extra.push(format!(
+            "type=bind,src={},dst={},ro=true",
+            m["host_path"].as_str().unwrap(),
+            m["container_path"].as_str().unwrap()
+        ));
+    }
+    for (k, v) in car["envs"].as_object().unwrap() {
+        extra.push("--env".to_string());
+        extra.push(format!("{k}={}", v.as_str().unwrap()));
+    }
+    let port = format!("/sys/{PORT}");
+    let script = format!(
+        "ls -l /dev/infiniband; echo ==; env | grep -E '^(PCIDEVICE|NICPLUG)_' | sort; \
+         cat {port}/hw_counters/out_of_buffer; touch {port}/x 2>&1; \
+         mknod /tmp/x c 231 193 2>&1 && cat /tmp/x 2>&1; cat /dev/infiniband/uverbs2 2>&1; true"
+    );
+    let out = rig.run_with(extra, true, &script);
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}");
+    assert!(out.status.success(), "podman failed:\n{stdout}\n{stderr}");
+    let ls = stdout.split("\n==\n").next().unwrap();
+    let names: Vec<String> = nodes(ls).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["issm2", "rdma_cm", "umad2", "uverbs2"]);
+    assert!(stdout.contains("PCIDEVICE_NVIDIA_COM_CX6DX_VF=0000:3b:00.2"));
+    assert!(stdout.contains("NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF=-a 0000:3b:00.2 --iova-mode=va"));
+    let oob = std::fs::read_to_string(
+        rig.node
+            .join("sys")
+            .join(PORT)
+            .join("hw_counters/out_of_buffer"),
+    )
+    .unwrap();
+    assert!(stdout.contains(oob.trim()), "{stdout}");
+    assert!(stdout.contains("Read-only file system"), "{stdout}");
+    assert!(stdout.contains("Operation not permitted"), "{stdout}");
+    assert!(stdout.contains("No such device or address"), "{stdout}");
 }
