@@ -227,12 +227,14 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
             .into_iter()
             .find(|n| n.starts_with("virtio"))
         {
+            real_dir(&dir.join(&v))?;
             net = dir.join(v).join("net");
         }
     }
     let mut out = Vec::new();
     for name in list_names(&net)? {
         let d = net.join(&name);
+        real_dir(&d)?;
         let link_type = match attr(&d.join("type"))? {
             Some(t) => arphrd_name(parse(&d.join("type"), &t)?),
             None => "unknown".to_string(),
@@ -258,6 +260,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
         .find(|n| n.starts_with("uverbs"))
     {
         let d = verbs_dir.join(&name);
+        real_dir(&d)?;
         uverbs = Some(char_dev(&d, &name)?);
         uverbs_ibdev = attr(&d.join("ibdev"))?;
     }
@@ -276,15 +279,22 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
 
     let mut ports = Vec::new();
     if let Some(ibdev) = &ibdev {
+        // Every component of a port's path is checked to be a real directory: the port
+        // directory becomes a bind mount's host path.
+        real_dir(&ib_dir.join(ibdev))?;
         let ports_dir = ib_dir.join(ibdev).join("ports");
         for p in list_names(&ports_dir)? {
             let pd = ports_dir.join(&p);
+            real_dir(&pd)?;
             let number = parse(&pd, &p)?;
             let state = required(&pd.join("state"))?;
             let link_layer = attr(&pd.join("link_layer"))?.unwrap_or_default();
             // Partition keys mean something on InfiniBand only; skip the read on Ethernet.
             let pkey = match link_layer.as_str() {
-                "InfiniBand" => attr(&pd.join("pkeys/0"))?,
+                "InfiniBand" => match real_dir(&pd.join("pkeys")) {
+                    Ok(()) => attr(&pd.join("pkeys/0"))?,
+                    Err(_) => None,
+                },
                 _ => None,
             };
             ports.push(RdmaPort {
@@ -311,6 +321,9 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
     let mad_dir = dir.join("infiniband_mad");
     let (mut umad, mut issm) = (Vec::new(), Vec::new());
     for name in list_names(&mad_dir)? {
+        if name.starts_with("umad") || name.starts_with("issm") {
+            real_dir(&mad_dir.join(&name))?;
+        }
         if name.starts_with("umad") {
             umad.push(char_dev(&mad_dir.join(&name), &name)?);
         } else if name.starts_with("issm") {
@@ -341,7 +354,13 @@ fn netns_mode(root: &Path) -> RdmaNetnsMode {
 }
 
 fn rdma_cm(root: &Path) -> Option<CharDev> {
-    let file = root.join("class/misc/rdma_cm/dev");
+    // `class/misc/rdma_cm` is a symlink in a real sysfs; it must stay inside the root.
+    let dir = fs::canonicalize(root.join("class/misc/rdma_cm")).ok()?;
+    if !dir.starts_with(root) {
+        warn!(dir = %dir.display(), "ignoring rdma_cm: it resolves outside the sysfs root");
+        return None;
+    }
+    let file = dir.join("dev");
     let text = read_bounded(&file).ok()?;
     match parse_dev(&file, text.trim()) {
         Ok((major, minor)) => Some(CharDev {

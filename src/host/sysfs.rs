@@ -56,12 +56,42 @@ pub(super) fn parse_dev(file: &Path, s: &str) -> Res<(u32, u32)> {
 
 // ---- small readers -------------------------------------------------------------------------
 
+/// At most [`MAX_ATTR_BYTES`] of a regular file. The last component must not be a symlink and
+/// the file must be a regular file: a FIFO would block the open (and discovery) forever, a link
+/// to a char device such as `/dev/zero` or to a file outside the root is not a sysfs attribute.
 pub(super) fn read_bounded(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                io::Error::other("is a symbolic link, not an attribute file")
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
     let mut s = String::new();
-    fs::File::open(path)?
-        .take(MAX_ATTR_BYTES)
-        .read_to_string(&mut s)?;
+    file.take(MAX_ATTR_BYTES).read_to_string(&mut s)?;
     Ok(s)
+}
+
+/// `path` must be a real directory, not a symlink: every directory below a function's own
+/// (canonical) directory is walked by name, and a symlink there could lead out of the root.
+pub(super) fn real_dir(path: &Path) -> Res<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(Skip::new(path, "is a symbolic link, not a directory"))
+        }
+        Ok(_) => Err(Skip::new(path, "is not a directory")),
+        Err(e) => Err(Skip::io(path, &e)),
+    }
 }
 
 /// An attribute, trimmed; `None` when the file does not exist.
@@ -118,8 +148,17 @@ pub(super) fn link_name(path: &Path) -> Res<Option<String>> {
     }
 }
 
-/// Sorted UTF-8 entry names of a directory; empty when it does not exist.
+/// Sorted UTF-8 entry names of a directory; empty when it does not exist. A symlink in place of
+/// the directory is refused (see [`real_dir`]).
 pub(super) fn list_names(dir: &Path) -> Res<Vec<String>> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Skip::io(dir, &e)),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Skip::new(dir, "is a symbolic link, not a directory"));
+        }
+        Ok(_) => {}
+    }
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
