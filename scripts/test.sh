@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Real third-party programs the tests use as oracles.
 debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv podman crun
-      containerd runc busybox-static dpdk-dev)
+      containerd runc busybox-static dpdk-dev prometheus)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,8 +27,8 @@ cargo test --locked
 cargo build --locked
 venv=target/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest, kubernetes_validate, yaml' 2>/dev/null; then
-  "$venv/bin/pip" install -q grpcio grpcio-tools pytest kubernetes-validate pyyaml
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest, kubernetes_validate, yaml, prometheus_client' 2>/dev/null; then
+  "$venv/bin/pip" install -q grpcio grpcio-tools pytest kubernetes-validate pyyaml prometheus-client
 fi
 
 # deploy/ manifests against the Kubernetes schemas, offline (kubernetes-validate ships them).

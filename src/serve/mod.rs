@@ -4,11 +4,16 @@
 //! change rebuilds the pools (pure) and hands each pool's endpoint a fresh [`PoolView`]. Edges
 //! (gRPC endpoints, watchers) own no logic.
 
+mod counters;
 mod health;
+mod http;
+mod metrics;
 mod plugin;
+mod podresources;
 mod preferred;
 mod probe;
 mod server;
+mod stats;
 mod view;
 mod watch;
 
@@ -16,6 +21,7 @@ pub use health::{LinkStates, healthy};
 pub use preferred::preferred;
 pub use probe::probe;
 pub use server::socket_name;
+pub use stats::Stats;
 pub use view::{Advertised, AllocError, PoolView};
 
 use crate::HostPaths;
@@ -25,6 +31,7 @@ use crate::host::{self, DiscoverError, Host, Skipped};
 use crate::pools;
 use server::PoolEndpoint;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +54,10 @@ pub struct ServeOptions {
     /// pool changes, removed with the pool and on exit), and Allocate answers `cdi_devices`
     /// plus the usual `envs` instead of `devices` and `mounts`. `None`: no CDI at all.
     pub cdi_version: Option<String>,
+    /// Serve `/metrics` (Prometheus) on this address; `None`: no metrics endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Kubelet's pod resources socket, asked at each scrape who holds which device.
+    pub pod_resources_socket: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +70,12 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -82,6 +99,27 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             path: opts.config_path.clone(),
             source,
         })?;
+
+    let stats = Arc::new(Stats::default());
+    stats.config_loaded(true, false);
+    let (views, views_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    // Bound before anything else starts: a taken port is an error now, not a silent task death.
+    let metrics = match opts.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Metrics { addr, source })?;
+            let source = http::MetricsSource::new(
+                views_rx,
+                stats.clone(),
+                opts.pod_resources_socket.clone(),
+                opts.paths.sysfs_root.clone(),
+            );
+            info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics");
+            Some(tokio::spawn(http::serve(listener, Arc::new(source))))
+        }
+        None => None,
+    };
 
     let (tx, mut rx) = mpsc::channel(1024);
     // Watch before the first read, so nothing can change unseen in between.
@@ -115,6 +153,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         config_bytes,
         slots: BTreeMap::new(),
         opts,
+        stats,
+        views,
     };
     mgr.rebuild().await;
     info!(
@@ -133,6 +173,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         }
     }
     info!("shutting down");
+    if let Some(task) = metrics {
+        task.abort();
+    }
     mgr.shutdown().await;
     Ok(())
 }
@@ -154,6 +197,9 @@ struct Manager {
     slots: BTreeMap<String, Slot>,
     /// CDI mode: the spec files written.
     cdi_dir: Option<cdi::SpecDir>,
+    stats: Arc<Stats>,
+    /// Every pool's current view, for the metrics endpoint.
+    views: tokio::sync::watch::Sender<BTreeMap<String, Arc<PoolView>>>,
 }
 
 impl Manager {
@@ -200,7 +246,7 @@ impl Manager {
             for (resource, slot) in &mut self.slots {
                 match &slot.endpoint {
                     Some(ep) if ep.socket_exists() => ep.reregister.notify_one(),
-                    _ => restart(&self.plugin_dir, resource, slot, &self.opts).await,
+                    _ => restart(&self.plugin_dir, resource, slot, &self.opts, &self.stats).await,
                 }
             }
             return;
@@ -220,7 +266,7 @@ impl Manager {
                     .is_some_and(PoolEndpoint::socket_exists)
             {
                 info!(%resource, "plugin socket removed (kubelet restart?); serving again");
-                restart(&self.plugin_dir, resource, slot, &self.opts).await;
+                restart(&self.plugin_dir, resource, slot, &self.opts, &self.stats).await;
             }
         }
     }
@@ -239,11 +285,13 @@ impl Manager {
         match config::parse_config_file(path) {
             Ok(config) => {
                 info!(config = %path.display(), resources = config.resources.len(), "config reloaded");
+                self.stats.config_loaded(true, true);
                 self.config = config;
                 true
             }
             Err(e) => {
                 error!(config = %path.display(), "config rejected; still serving the last good config:\n{e}");
+                self.stats.config_loaded(false, true);
                 false
             }
         }
@@ -301,16 +349,24 @@ impl Manager {
                 Some(slot) => {
                     slot.view.send_replace(view);
                     if slot.endpoint.is_none() {
-                        restart(&self.plugin_dir, &resource, slot, &self.opts).await;
+                        restart(&self.plugin_dir, &resource, slot, &self.opts, &self.stats).await;
                     }
                 }
                 None => {
+                    self.stats.pool_seen(&resource);
                     let (tx, _) = tokio::sync::watch::channel(view);
                     let mut slot = Slot {
                         view: tx,
                         endpoint: None,
                     };
-                    restart(&self.plugin_dir, &resource, &mut slot, &self.opts).await;
+                    restart(
+                        &self.plugin_dir,
+                        &resource,
+                        &mut slot,
+                        &self.opts,
+                        &self.stats,
+                    )
+                    .await;
                     self.slots.insert(resource, slot);
                 }
             }
@@ -332,6 +388,17 @@ impl Manager {
                 Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
             }
         }
+        self.publish_views();
+    }
+
+    /// Hand the metrics endpoint the views now served.
+    fn publish_views(&self) {
+        let views = self
+            .slots
+            .iter()
+            .map(|(resource, slot)| (resource.clone(), slot.view.borrow().clone()))
+            .collect();
+        self.views.send_replace(views);
     }
 
     /// Same pools, new link states.
@@ -345,6 +412,7 @@ impl Manager {
             view.cdi = published;
             slot.view.send_replace(Arc::new(view));
         }
+        self.publish_views();
     }
 
     async fn shutdown(&mut self) {
@@ -401,12 +469,19 @@ async fn restart(
     resource: &str,
     slot: &mut Slot,
     opts: &ServeOptions,
+    stats: &Arc<Stats>,
 ) {
     if let Some(old) = slot.endpoint.take() {
         old.stop().await;
     }
     let info_dir = opts.device_info.then(|| opts.paths.device_info_dir.clone());
-    match PoolEndpoint::start(plugin_dir, resource, slot.view.subscribe(), info_dir) {
+    match PoolEndpoint::start(
+        plugin_dir,
+        resource,
+        slot.view.subscribe(),
+        info_dir,
+        stats.clone(),
+    ) {
         Ok(ep) => slot.endpoint = Some(ep),
         // Retried on the next rebuild (any event, at worst the periodic rescan).
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The DevicePlugin gRPC service of one pool: a thin edge over [`PoolView`].
 
 use super::preferred::preferred;
+use super::stats::Stats;
 use super::view::{AllocError, PoolView, list_response};
 use crate::api::device_plugin_server::DevicePlugin;
 use crate::api::{self, Empty};
@@ -18,6 +19,7 @@ pub struct PluginService {
     pub view: watch::Receiver<Arc<PoolView>>,
     /// Where CNI device-info files go; `None` disables them.
     pub device_info_dir: Option<PathBuf>,
+    pub stats: Arc<Stats>,
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
@@ -91,6 +93,7 @@ impl DevicePlugin for PluginService {
         for req in request.into_inner().container_requests {
             let ids = req.devices_ids;
             let edits = view.allocate(&ids).map_err(|e| {
+                self.stats.allocation_failed(&view.pool.name);
                 warn!(resource = %view.pool.name, ?ids, "allocate refused: {e}");
                 match e {
                     AllocError::Unhealthy { .. } => Status::failed_precondition(e.to_string()),
@@ -100,6 +103,7 @@ impl DevicePlugin for PluginService {
             if let Some(dir) = &self.device_info_dir {
                 write_device_info(dir, &view, &ids);
             }
+            self.stats.allocated(&view.pool.name, &ids);
             info!(
                 resource = %view.pool.name,
                 ids = %ids.join(","),

@@ -2,6 +2,7 @@
 //! kubelet (serve first, then register; retry registration with capped backoff, never give up).
 
 use super::plugin::PluginService;
+use super::stats::Stats;
 use super::view::PoolView;
 use crate::api::RegisterRequest;
 use crate::api::device_plugin_server::DevicePluginServer;
@@ -41,6 +42,7 @@ impl PoolEndpoint {
         resource: &str,
         view: watch::Receiver<Arc<PoolView>>,
         device_info_dir: Option<PathBuf>,
+        stats: Arc<Stats>,
     ) -> std::io::Result<Self> {
         let name = socket_name(resource);
         let socket = plugin_dir.join(&name);
@@ -49,13 +51,18 @@ impl PoolEndpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(&socket)?;
-        // Only kubelet (root) has business on this socket.
+        // Only kubelet (root) has business on this socket: create it 0600 (the runtime is
+        // single-threaded, so the umask change is seen by this bind alone), then make sure.
+        let old_mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+        let bound = UnixListener::bind(&socket);
+        rustix::process::umask(old_mask);
+        let listener = bound?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
 
         let service = PluginService {
             view,
             device_info_dir,
+            stats: stats.clone(),
         };
         let (tx, rx) = oneshot::channel();
         let resource_owned = resource.to_string();
@@ -77,6 +84,7 @@ impl PoolEndpoint {
             name,
             resource.to_string(),
             reregister.clone(),
+            stats,
         ));
         Ok(PoolEndpoint {
             socket,
@@ -123,6 +131,7 @@ async fn register_loop(
     endpoint: String,
     resource: String,
     again: Arc<Notify>,
+    stats: Arc<Stats>,
 ) {
     let mut registered_with = None;
     loop {
@@ -137,6 +146,7 @@ async fn register_loop(
             match register(&kubelet_sock, &endpoint, &resource).await {
                 Ok(()) => {
                     registered_with = life;
+                    stats.registered(&resource);
                     info!(%resource, %endpoint, elapsed_ms = started.elapsed().as_millis() as u64, "registered with kubelet");
                     break;
                 }

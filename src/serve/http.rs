@@ -1,0 +1,145 @@
+//! `serve --metrics-addr`: a small HTTP/1 server (hyper) answering `GET /metrics`. OpenMetrics
+//! for clients that ask for it (Prometheus does), the classic text format otherwise.
+
+use super::metrics::{self, Scrape};
+use super::podresources;
+use super::stats::Stats;
+use super::view::PoolView;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ACCEPT, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, warn};
+
+/// How long a scrape waits for kubelet's pod resources API before labelling without pods.
+pub const POD_RESOURCES_TIMEOUT: Duration = Duration::from_secs(1);
+/// Scrapes built at once; more wait (each reads a few files per allocated function).
+const PARALLEL_SCRAPES: usize = 4;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What a scrape reads, shared by every connection.
+pub struct MetricsSource {
+    pub views: watch::Receiver<BTreeMap<String, Arc<PoolView>>>,
+    pub stats: Arc<Stats>,
+    pub pod_resources_socket: PathBuf,
+    pub sysfs_root: PathBuf,
+    permits: Semaphore,
+}
+
+impl MetricsSource {
+    pub fn new(
+        views: watch::Receiver<BTreeMap<String, Arc<PoolView>>>,
+        stats: Arc<Stats>,
+        pod_resources_socket: PathBuf,
+        sysfs_root: PathBuf,
+    ) -> Self {
+        MetricsSource {
+            views,
+            stats,
+            pod_resources_socket,
+            sysfs_root,
+            permits: Semaphore::new(PARALLEL_SCRAPES),
+        }
+    }
+
+    /// One scrape as OpenMetrics text.
+    pub async fn scrape(self: &Arc<Self>) -> String {
+        let _permit = self.permits.acquire().await;
+        let started = Instant::now();
+        let holders = podresources::list(&self.pod_resources_socket, POD_RESOURCES_TIMEOUT).await;
+        if let Err(e) = &holders {
+            debug!(socket = %self.pod_resources_socket.display(), "pod resources unavailable: {e}");
+        }
+        let views = self.views.borrow().clone();
+        let me = self.clone();
+        // File reads: off the runtime thread that serves kubelet.
+        let text = tokio::task::spawn_blocking(move || {
+            metrics::render(&Scrape {
+                views: &views,
+                stats: &me.stats,
+                holders: holders.as_deref().ok(),
+                sysfs_root: &me.sysfs_root,
+            })
+        })
+        .await
+        .unwrap_or_default();
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bytes = text.len(),
+            "scraped"
+        );
+        text
+    }
+}
+
+/// Serve `/metrics` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, source: Arc<MetricsSource>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("metrics endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let source = source.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(req, &source).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(%peer, "metrics connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(req: Request<Incoming>, source: &Arc<MetricsSource>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &'static str, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "nicplug: metrics are at /metrics\n".into(),
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET /metrics\n".into(),
+        );
+    }
+    let openmetrics = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = source.scrape().await;
+    match openmetrics {
+        true => reply(StatusCode::OK, OPENMETRICS, text),
+        false => reply(StatusCode::OK, CLASSIC, metrics::classic(&text)),
+    }
+}

@@ -1,0 +1,275 @@
+//! The metrics endpoint's content, built afresh at every scrape from the pools being served,
+//! the daemon's counters, kubelet's pod resources (who holds what) and the counter files of each
+//! allocated function. Each scrape has its own registry, so parallel scrapes share nothing but
+//! the atomic counters in [`Stats`].
+
+use super::counters::{self, NETDEV_STATS};
+use super::podresources::Holder;
+use super::stats::{PoolLabels, Stats};
+use super::view::PoolView;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything one scrape reads.
+pub struct Scrape<'a> {
+    pub views: &'a BTreeMap<String, Arc<PoolView>>,
+    pub stats: &'a Stats,
+    /// Kubelet's answer to `List`; `None` when it did not answer.
+    pub holders: Option<&'a [Holder]>,
+    pub sysfs_root: &'a Path,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabels {
+    resource: String,
+    device: String,
+    ibdev: String,
+    port: String,
+    counter: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetdevLabels {
+    resource: String,
+    device: String,
+    netdev: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+/// Who holds a device: `(namespace, pod, container)`, empty when unknown.
+type Owner = (String, String, String);
+
+/// The scrape as OpenMetrics text (`# EOF` included).
+pub fn render(s: &Scrape) -> String {
+    let mut reg = Registry::with_prefix("nicplug");
+    let pool_gauge = Family::<PoolLabels, Gauge>::default;
+    let (devices, healthy, allocated) = (pool_gauge(), pool_gauge(), pool_gauge());
+    let hw = Family::<PortLabels, Counter>::default();
+    let port = Family::<PortLabels, Counter>::default();
+    let netdev: Vec<Family<NetdevLabels, Counter>> =
+        NETDEV_STATS.iter().map(|_| Family::default()).collect();
+
+    for (resource, view) in s.views {
+        let pool = PoolLabels {
+            resource: resource.clone(),
+        };
+        let held = held(s, resource, view);
+        devices
+            .get_or_create(&pool)
+            .set(view.pool.devices.len() as i64);
+        let up = view.health.values().filter(|ok| **ok).count();
+        healthy.get_or_create(&pool).set(up as i64);
+        let ids: BTreeSet<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        allocated.get_or_create(&pool).set(ids.len() as i64);
+        for (id, (namespace, pod, container)) in &held {
+            let Some(dev) = view.host.device(id) else {
+                continue;
+            };
+            if let Some(rdma) = dev.rdma() {
+                let ibdev = rdma.ibdev.clone().unwrap_or_default();
+                for p in &rdma.ports {
+                    let dir = s.sysfs_root.join(&p.sysfs_dir);
+                    for (family, sub) in [(&hw, "hw_counters"), (&port, "counters")] {
+                        for (counter, v) in counters::read_dir(&dir.join(sub)) {
+                            let labels = PortLabels {
+                                resource: resource.clone(),
+                                device: id.clone(),
+                                ibdev: ibdev.clone(),
+                                port: p.number.to_string(),
+                                counter,
+                                namespace: namespace.clone(),
+                                pod: pod.clone(),
+                                container: container.clone(),
+                            };
+                            family.get_or_create(&labels).inc_by(v);
+                        }
+                    }
+                }
+            }
+            for nd in dev.netdevs() {
+                let dir = s
+                    .sysfs_root
+                    .join(dev.sysfs_dir())
+                    .join("net")
+                    .join(&nd.name)
+                    .join("statistics");
+                for (family, stat) in netdev.iter().zip(NETDEV_STATS) {
+                    if let Some(v) = counters::read_counter(&dir.join(stat)) {
+                        let labels = NetdevLabels {
+                            resource: resource.clone(),
+                            device: id.clone(),
+                            netdev: nd.name.clone(),
+                            namespace: namespace.clone(),
+                            pod: pod.clone(),
+                            container: container.clone(),
+                        };
+                        family.get_or_create(&labels).inc_by(v);
+                    }
+                }
+            }
+        }
+    }
+
+    reg.register("pool_devices", "Devices in the pool", devices);
+    reg.register(
+        "pool_healthy_devices",
+        "Devices of the pool advertised Healthy",
+        healthy,
+    );
+    reg.register(
+        "pool_allocated_devices",
+        "Devices of the pool assigned to containers (per kubelet's pod resources API, else \
+         handed out by Allocate since the daemon started)",
+        allocated,
+    );
+    let st = s.stats;
+    reg.register(
+        "allocations",
+        "Container allocations answered",
+        st.allocations.clone(),
+    );
+    reg.register(
+        "allocation_errors",
+        "Container allocations refused (unknown or unhealthy device IDs)",
+        st.allocation_errors.clone(),
+    );
+    reg.register(
+        "registrations",
+        "Successful registrations with kubelet",
+        st.registrations.clone(),
+    );
+    reg.register(
+        "config_reloads",
+        "Config file changes read, by result (failure: rejected, the last good config serves)",
+        st.config_reloads.clone(),
+    );
+    reg.register_with_unit(
+        "config_last_reload_success_timestamp",
+        "Unix time the config now serving was read",
+        Unit::Seconds,
+        st.config_last_success.clone(),
+    );
+    let up = Gauge::<i64>::default();
+    up.set(i64::from(s.holders.is_some()));
+    reg.register(
+        "pod_resources_up",
+        "1 when kubelet's pod resources API answered this scrape (pod labels are then filled)",
+        up,
+    );
+    reg.register(
+        "rdma_hw_stat",
+        "An allocated function's RDMA port hw_counters file",
+        hw,
+    );
+    reg.register(
+        "rdma_port_stat",
+        "An allocated function's RDMA port counters file",
+        port,
+    );
+    for (family, stat) in netdev.into_iter().zip(NETDEV_STATS) {
+        reg.register(
+            format!("netdev_{stat}"),
+            format!("An allocated function's netdev statistics/{stat}"),
+            family,
+        );
+    }
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}
+
+/// The pool's allocated IDs with their holders: kubelet's word when it answered, else what
+/// Allocate handed out (holders unknown). IDs no longer in the pool are left out.
+fn held(s: &Scrape, resource: &str, view: &PoolView) -> Vec<(String, Owner)> {
+    match s.holders {
+        Some(holders) => holders
+            .iter()
+            .filter(|h| h.resource == resource && view.health.contains_key(&h.id))
+            .map(|h| {
+                let owner = (h.namespace.clone(), h.pod.clone(), h.container.clone());
+                (h.id.clone(), owner)
+            })
+            .collect(),
+        None => s
+            .stats
+            .handed_out(resource)
+            .into_iter()
+            .filter(|id| view.health.contains_key(id))
+            .map(|id| (id, Owner::default()))
+            .collect(),
+    }
+}
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4), for clients that do not ask
+/// for OpenMetrics (promtool, curl): counter families are named with their `_total` samples,
+/// `# UNIT` and `# EOF` go.
+pub fn classic(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if tail == "unknown" { "untyped" } else { tail };
+                let name = match counters.contains(name) {
+                    true => format!("{name}_total"),
+                    false => name.to_string(),
+                };
+                out.push_str(&format!("{p}{name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_names_counter_families_by_their_samples() {
+        let om = "# HELP nicplug_allocations Container allocations answered.\n\
+                  # TYPE nicplug_allocations counter\n\
+                  nicplug_allocations_total{resource=\"a/b\"} 3\n\
+                  # HELP nicplug_t_seconds Time.\n\
+                  # TYPE nicplug_t_seconds gauge\n\
+                  # UNIT nicplug_t_seconds seconds\n\
+                  nicplug_t_seconds 1.5\n\
+                  # EOF\n";
+        assert_eq!(
+            classic(om),
+            "# HELP nicplug_allocations_total Container allocations answered.\n\
+             # TYPE nicplug_allocations_total counter\n\
+             nicplug_allocations_total{resource=\"a/b\"} 3\n\
+             # HELP nicplug_t_seconds Time.\n\
+             # TYPE nicplug_t_seconds gauge\n\
+             nicplug_t_seconds 1.5\n"
+        );
+    }
+}
