@@ -64,12 +64,22 @@ struct HostArgs {
         long,
         global = true,
         default_value = "intel.com",
-        env = "NICPLUG_RESOURCE_PREFIX"
+        env = "NICPLUG_RESOURCE_PREFIX",
+        value_parser = resource_prefix
     )]
     resource_prefix: String,
     /// Log filter (tracing syntax), e.g. `warn`, `nicplug=debug`
     #[arg(long, global = true, default_value = "warn", env = "NICPLUG_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NICPLUG_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +124,13 @@ enum Command {
         rescan_interval: u64,
         #[command(flatten)]
         cdi: CdiArgs,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9440); off by default
+        #[arg(long, value_name = "ADDR", env = "NICPLUG_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Kubelet's pod resources socket, asked at each scrape which pod holds which device
+        /// [default: <kubelet-dir>/pod-resources/kubelet.sock]
+        #[arg(long, value_name = "PATH", env = "NICPLUG_POD_RESOURCES_SOCKET")]
+        pod_resources_socket: Option<PathBuf>,
     },
     /// Write CDI specs for every pool of the node (one file per resource, kind
     /// `<prefix>/<name>`, one device per function named by its ID), or print them as a JSON
@@ -215,15 +232,17 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         // netlink-packet-route warns about every attribute newer than itself: not ours to act on.
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
             "netlink_packet_route=error,{}",
             cli.host.log
         )))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.host.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -258,6 +277,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_device_info,
             rescan_interval,
             cdi,
+            metrics_addr,
+            pod_resources_socket,
         } => {
             let Some(config_path) = args.config.clone().or_else(|| {
                 Path::new(DEFAULT_CONFIG)
@@ -266,7 +287,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }) else {
                 bail!("serve needs a config: --config FILE (or {DEFAULT_CONFIG})");
             };
+            let pod_resources_socket = pod_resources_socket
+                .unwrap_or_else(|| kubelet_dir.join("pod-resources").join("kubelet.sock"));
             let opts = serve::ServeOptions {
+                metrics_addr,
+                pod_resources_socket,
                 paths: HostPaths {
                     kubelet_dir,
                     device_info_dir,
@@ -331,7 +356,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if results.is_empty() {
                 println!("no nicplug plugin sockets in {}", dir.display());
             }
-            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         Command::Demo => demo()?,
         Command::Sample(SampleCommand::Write {
@@ -474,6 +503,15 @@ fn config_check(file: &Path, args: &HostArgs) -> Result<ExitCode> {
             eprintln!("{}: {e}", file.display());
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// The same rule as `resourcePrefix` in the config: it names resources and files.
+fn resource_prefix(s: &str) -> Result<String, String> {
+    if config::is_dns_subdomain(s) {
+        Ok(s.to_string())
+    } else {
+        Err("must be a lower-case DNS subdomain, e.g. nvidia.com".into())
     }
 }
 

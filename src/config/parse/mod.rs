@@ -20,6 +20,8 @@ mod selector;
 mod syntax;
 mod value;
 
+pub use names::is_dns_subdomain;
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;

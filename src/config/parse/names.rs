@@ -41,7 +41,7 @@ pub(super) fn bad_netdev_name(name: &str) -> Option<&'static str> {
     }
 }
 
-pub(super) fn is_dns_subdomain(text: &str) -> bool {
+pub fn is_dns_subdomain(text: &str) -> bool {
     text.len() <= 253
         && text.split('.').all(|label| {
             (1..=63).contains(&label.len())
