@@ -1,4 +1,5 @@
-//! Core costs on the synthetic 1,024-function host (8 PFs x 127 VFs, all RDMA):
+//! Core costs on a synthetic host (default 8 PFs x 127 VFs = 1,024 functions, all RDMA;
+//! `NICPLUG_BENCH_VFS=PFSxVFS` for another size):
 //! - `discover`: full discovery;
 //! - `floor`: the same sysfs entries read by a bare loop (no parsing, no structure): the cost of
 //!   the kernel interface itself, which discovery cannot beat;
@@ -134,29 +135,51 @@ fn percentiles(paths: &HostPaths, ops: &[Op]) {
         (v[v.len() / 2], v[v.len() * 99 / 100])
     };
     let ((dm, dp), (fm, fp)) = (stat(&mut d), stat(&mut f));
+    let functions = host::discover(paths).map_or(0, |h| h.functions.len());
     println!(
-        "discovery of 1,024 functions over {RUNS} runs: median {dm:.2?} p99 {dp:.2?}; \
+        "discovery of {functions} functions over {RUNS} runs: median {dm:.2?} p99 {dp:.2?}; \
          floor (same entries, bare loop, {} ops): median {fm:.2?} p99 {fp:.2?}; ratio {:.2}",
         ops.len(),
         dm.as_secs_f64() / fm.as_secs_f64()
     );
+    // One line for scripts/bench.sh to collect.
+    println!(
+        "BENCH {{\"functions\":{functions},\"discover_p50_ms\":{},\"discover_p99_ms\":{},\
+         \"floor_p50_ms\":{},\"floor_p99_ms\":{}}}",
+        dm.as_secs_f64() * 1e3,
+        dp.as_secs_f64() * 1e3,
+        fm.as_secs_f64() * 1e3,
+        fp.as_secs_f64() * 1e3
+    );
 }
 
-fn big_host(dir: &Path) -> HostPaths {
-    fixture::materialize(&fixture::generated(8, 127), dir).expect("materialise")
+/// The synthetic host: `NICPLUG_BENCH_VFS=PFSxVFS` (default 8x127, 1,024 functions).
+fn host_shape() -> (u32, u32) {
+    let spec = std::env::var("NICPLUG_BENCH_VFS").unwrap_or_else(|_| "8x127".into());
+    let (p, v) = spec.split_once('x').expect("NICPLUG_BENCH_VFS is PFSxVFS");
+    (p.parse().expect("PFS"), v.parse().expect("VFS"))
+}
+
+fn big_host(dir: &Path, (pfs, vfs): (u32, u32)) -> HostPaths {
+    fixture::materialize(&fixture::generated(pfs, vfs), dir).expect("materialise")
 }
 
 fn benches(c: &mut Criterion) {
     let tmp = tempfile::tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())
         .unwrap();
-    let paths = big_host(tmp.path());
+    let shape = host_shape();
+    let paths = big_host(tmp.path(), shape);
     let host = host::discover(&paths).unwrap();
-    assert_eq!(host.functions.len(), 8 + 8 * 127, "synthetic host shape");
+    assert_eq!(
+        host.functions.len() as u32,
+        shape.0 * (1 + shape.1),
+        "synthetic host shape"
+    );
 
     let ops = floor_ops(&paths);
     percentiles(&paths, &ops);
-    let mut g = c.benchmark_group("discovery_1024");
+    let mut g = c.benchmark_group("discovery");
     g.sample_size(30);
     g.bench_function("discover", |b| b.iter(|| host::discover(&paths).unwrap()));
     g.bench_function("floor", |b| b.iter(|| replay(&ops)));
@@ -170,11 +193,11 @@ fn benches(c: &mut Criterion) {
     .unwrap();
     let pools = pools::build(&host, &cfg, "intel.com");
     let pool = &pools.pools[0];
-    let ids = vec![pool.devices[500].id.clone()];
+    let ids = vec![pool.devices[pool.devices.len() / 2].id.clone()];
     c.bench_function("allocate_one", |b| {
         b.iter(|| edits::container_edits(pool, &host, &paths, &ids).unwrap())
     });
-    c.bench_function("pools_build_1024", |b| {
+    c.bench_function("pools_build", |b| {
         b.iter(|| pools::build(&host, &cfg, "intel.com"))
     });
 }

@@ -58,13 +58,36 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
     }
     names.sort();
 
-    let mut reader = Reader {
-        root: root.clone(),
-        virtfns: HashMap::new(),
+    // Reading sysfs is one syscall after another: on a big host, spread the functions over the
+    // cores (each reader keeps its own PF cache; a PF's virtfn map may be read twice).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let chunk = names.len().div_ceil(workers).max(128);
+    let read = |part: &[String]| {
+        let mut reader = Reader {
+            root: root.clone(),
+            virtfns: HashMap::new(),
+        };
+        part.iter()
+            .map(|name| (name.clone(), reader.function(name)))
+            .collect::<Vec<_>>()
+    };
+    let results: Vec<_> = if names.len() <= chunk {
+        read(&names)
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| s.spawn(move || read(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
     };
     let mut functions = Vec::new();
-    for name in names {
-        match reader.function(&name) {
+    for (name, result) in results {
+        match result {
             Ok(Some(f)) => functions.push(f),
             Ok(None) => {}
             Err(skip) => skipped.push(Skipped {

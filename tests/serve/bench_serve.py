@@ -16,6 +16,7 @@ run against one daemon:
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,9 +42,15 @@ def summary(name, xs):
 
 
 def pf_addresses(pfs):
-    half = pfs // 2
+    half = (pfs + 1) // 2  # as fixture::generated: the first ceil(pfs/2) PFs on NUMA 0
     return ([f"0000:{1 + j:02x}:00.0" for j in range(half)]
             + [f"0000:{0x81 + j:02x}:00.0" for j in range(pfs - half)])
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def vf_address(pf, i):
@@ -59,6 +66,7 @@ def main():
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--changes", type=int, default=10)
     ap.add_argument("--restarts", type=int, default=10)
+    ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     pfs, vfs = map(int, args.vfs.split("x"))
     parent = "/dev/shm" if Path("/dev/shm").is_dir() else None
@@ -138,6 +146,17 @@ def main():
                        alloc_p50_ms=pct(alloc, 50) * 1000, alloc_p99_ms=pct(alloc, 99) * 1000,
                        ratio_p50=r50, ratio_p99=r99)
 
+        # ---- daemon CPU time for 1,000 Allocates (user + system, from /proc/PID/stat)
+        channel = plugin_channel(kubelet.conn(resources[1]).path)
+        stub = pb2_grpc.DevicePluginStub(channel)
+        before = cpu_seconds(daemon.pid)
+        for i in range(1000):
+            stub.Allocate(reqs[i % len(reqs)], timeout=10)
+        cpu = cpu_seconds(daemon.pid) - before
+        channel.close()
+        print(f"daemon CPU time for 1,000 Allocates: {cpu * 1000:.0f} ms")
+        results["cpu_ms_per_1000_allocates"] = cpu * 1000
+
         # ---- VF link removed -> ListAndWatch (inotify)
         pool = resources[2]
         lat = []
@@ -182,7 +201,10 @@ def main():
         results.update(VmHWM=st["VmHWM"], VmRSS=st["VmRSS"])
         print(f"memory at the end ({pfs} pools, {n_devs} devices): VmHWM {st['VmHWM']}, "
               f"VmRSS {st['VmRSS']}")
+        results["functions"] = pfs * (vfs + 1)
         print(json.dumps(results, indent=1, default=str))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, default=str))
     except BaseException:
         print(daemon.all_logs()[-5000:], file=sys.stderr)
         raise

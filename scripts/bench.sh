@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One table of nicplug's costs on synthetic hosts of 128, 1,024 and 4,096 functions (or the
+# PFSxVFS sizes given as arguments): discovery against the bare-read floor, and the daemon
+# measured from an independent gRPC client (Python grpcio) over its Unix sockets.
+#   ./scripts/bench.sh                 # 4x31 8x127 32x127
+#   ./scripts/bench.sh 8x127           # one size
+# Needs the test command's venv (./scripts/test.sh makes it) and, for the rtnetlink figure, root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(4x31 8x127 32x127)
+
+cargo build --release --locked -q
+venv=target/venv
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q grpcio grpcio-tools
+fi
+out=target/bench
+mkdir -p "$out"
+for s in "${sizes[@]}"; do
+  echo "== $s" >&2
+  # A criterion filter matching nothing: only the median/p99 pass runs (BENCH line).
+  NICPLUG_BENCH_VFS="$s" cargo bench --locked -q --bench core -- only-percentiles 2>/dev/null \
+    | sed -n 's/^BENCH //p' > "$out/core-$s.json"
+  NICPLUG_BIN="$PWD/target/release/nicplug" "$venv/bin/python" tests/serve/bench_serve.py \
+    --vfs "$s" --json "$out/serve-$s.json" >&2
+done
+
+"$venv/bin/python" - "$out" "${sizes[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+out, sizes = Path(sys.argv[1]), sys.argv[2:]
+rows = [
+    ("functions", lambda c, s: f"{c['functions']:,}"),
+    ("discovery p50 / p99 (ms)", lambda c, s: f"{c['discover_p50_ms']:.1f} / {c['discover_p99_ms']:.1f}"),
+    ("bare-read floor, one thread, p50 / p99 (ms)", lambda c, s: f"{c['floor_p50_ms']:.1f} / {c['floor_p99_ms']:.1f}"),
+    ("discovery / floor (p50)", lambda c, s: f"{c['discover_p50_ms'] / c['floor_p50_ms']:.2f}"),
+    ("VF removed -> ListAndWatch p50 (ms)", lambda c, s: f"{s['vf_removed_p50_ms']:.1f}"),
+    ("Allocate p50 / p99 (ms)", lambda c, s: f"{s['alloc_p50_ms']:.3f} / {s['alloc_p99_ms']:.3f}"),
+    ("no-op RPC p50 / p99 (ms)", lambda c, s: f"{s['noop_p50_ms']:.3f} / {s['noop_p99_ms']:.3f}"),
+    ("Allocate / no-op (p50, p99)", lambda c, s: f"{s['ratio_p50']:.2f}, {s['ratio_p99']:.2f}"),
+    ("link down/up -> ListAndWatch p50 (ms)", lambda c, s: f"{s['link_change_p50_ms']:.1f}" if 'link_change_p50_ms' in s else "n/a (needs root)"),
+    ("kubelet restart -> registered p50 (ms)", lambda c, s: f"{s['restart_to_registered_p50_ms']:.1f}"),
+    ("start -> registered (ms)", lambda c, s: f"{s['start_to_registered_ms']:.1f}"),
+    ("daemon peak RSS", lambda c, s: s['VmHWM']),
+    ("daemon CPU per 1,000 Allocates (ms)", lambda c, s: f"{s['cpu_ms_per_1000_allocates']:.0f}"),
+]
+cols = [(json.loads((out / f"core-{z}.json").read_text()), json.loads((out / f"serve-{z}.json").read_text())) for z in sizes]
+print("| measure | " + " | ".join(sizes) + " |")
+print("|---|" + "---|" * len(sizes))
+for name, f in rows:
+    print(f"| {name} | " + " | ".join(f(c, s) for c, s in cols) + " |")
+PY
