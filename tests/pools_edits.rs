@@ -1,61 +1,18 @@
 //! Pools (the SR-IOV plugin's selection rules) and container edits (what a container gets),
 //! on materialised fixture hosts.
 
-use nicplug::config::{Format, parse_config};
+mod common;
+
+use common::{edits_for, ids, node, pools_for, s, sample};
 use nicplug::fixture;
-use nicplug::host::{self, Host};
-use nicplug::pools::{self, Placement, Pools};
-use nicplug::{HostPaths, edits, render};
-
-struct Node {
-    _tmp: tempfile::TempDir,
-    paths: HostPaths,
-    host: Host,
-}
-
-fn sample() -> Node {
-    node(&fixture::sample_node())
-}
-
-fn node(spec: &fixture::HostSpec) -> Node {
-    let tmp = tempfile::tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .unwrap();
-    let paths = fixture::materialize(spec, tmp.path()).unwrap();
-    let host = host::discover(&paths).unwrap();
-    Node {
-        _tmp: tmp,
-        paths,
-        host,
-    }
-}
-
-fn pools_for(n: &Node, config: &str) -> Pools {
-    pools::build(
-        &n.host,
-        &parse_config(config, Format::Json).unwrap(),
-        "intel.com",
-    )
-}
-
-fn ids(p: &Pools, name: &str) -> Vec<String> {
-    p.pool(name)
-        .unwrap()
-        .devices
-        .iter()
-        .map(|d| d.id.clone())
-        .collect()
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
+use nicplug::pools::Placement;
+use nicplug::{edits, render};
 
 #[test]
 fn first_resource_in_file_order_wins() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[
             {"resourceName":"narrow","selectors":{"pciAddresses":["0000:3b:00.2"]}},
             {"resourceName":"wide","selectors":{"vendors":["15b3"]}}]}"#,
@@ -77,7 +34,7 @@ fn first_resource_in_file_order_wins() {
 fn default_route_netdev_is_never_offered() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"virtio","selectors":{"vendors":["1af4"]}}]}"#,
     );
     assert!(ids(&p, "virtio").is_empty());
@@ -91,7 +48,7 @@ fn default_route_netdev_is_never_offered() {
 fn pf_names_and_root_devices_with_vf_ranges() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r##"{"resourceList":[
             {"resourceName":"a","selectors":{"pfNames":["ens1f0#0,2-3"]}},
             {"resourceName":"b","selectors":{"rootDevices":["0000:3b:00.1#6-7"]}},
@@ -111,7 +68,7 @@ fn pf_names_and_root_devices_with_vf_ranges() {
 fn selectors_and_within_or_across_and_first_selector_decides_options() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"mix","selectors":[
             {"pciAddresses":["0000:3b:00.3"],"isRdma":true},
             {"vendors":["15b3","8086"],"drivers":["vfio-pci","mlx5_core"],"linkTypes":["ether"],
@@ -129,7 +86,7 @@ fn selectors_and_within_or_across_and_first_selector_decides_options() {
 fn exclude_topology_drops_numa() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[
             {"resourceName":"t","selectors":{"pciAddresses":["0000:af:00.0"]}},
             {"resourceName":"n","excludeTopology":true,"selectors":{"pciAddresses":["0000:3b:00.2"]}}]}"#,
@@ -144,7 +101,7 @@ const VF_POOL: &str = r#"{"resourceList":[{"resourceName":"cx6dx","resourcePrefi
 #[test]
 fn rdma_vf_edits_match_the_sriov_plugin_byte_for_byte() {
     let n = sample();
-    let p = pools_for(&n, VF_POOL);
+    let p = pools_for(&n.host, VF_POOL);
     let pool = p.pool("mellanox.com/cx6dx").unwrap();
     let e = edits::container_edits(pool, &n.host, &n.paths, &s(&["0000:3b:00.2"])).unwrap();
     assert_eq!(e.env["PCIDEVICE_MELLANOX_COM_CX6DX"], "0000:3b:00.2");
@@ -189,7 +146,7 @@ fn rdma_vf_edits_match_the_sriov_plugin_byte_for_byte() {
 #[test]
 fn two_devices_share_rdma_cm_once_and_join_ids_in_request_order() {
     let n = sample();
-    let p = pools_for(&n, VF_POOL);
+    let p = pools_for(&n.host, VF_POOL);
     let pool = p.pool("cx6dx").unwrap();
     let req = s(&["0000:3b:01.2", "0000:3b:00.2"]);
     let e = edits::container_edits(pool, &n.host, &n.paths, &req).unwrap();
@@ -215,16 +172,10 @@ fn two_devices_share_rdma_cm_once_and_join_ids_in_request_order() {
 fn without_is_rdma_an_mlx5_vf_gets_no_nodes_unless_nicplug_says_so() {
     let n = sample();
     let plain = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]}}]}"#,
     );
-    let e = edits::container_edits(
-        plain.pool("v").unwrap(),
-        &n.host,
-        &n.paths,
-        &s(&["0000:3b:00.2"]),
-    )
-    .unwrap();
+    let e = edits_for(&n, &plain, "v", "0000:3b:00.2");
     assert!(e.devices.is_empty() && e.mounts.is_empty());
     assert_eq!(
         e.env["PCIDEVICE_INTEL_COM_V_INFO"],
@@ -232,17 +183,11 @@ fn without_is_rdma_an_mlx5_vf_gets_no_nodes_unless_nicplug_says_so() {
     );
 
     let uverbs_only = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},
             "nicplug":{"rdmaDevices":["uverbs"],"countersMount":true}}]}"#,
     );
-    let e = edits::container_edits(
-        uverbs_only.pool("v").unwrap(),
-        &n.host,
-        &n.paths,
-        &s(&["0000:3b:00.2"]),
-    )
-    .unwrap();
+    let e = edits_for(&n, &uverbs_only, "v", "0000:3b:00.2");
     let paths: Vec<&str> = e
         .devices
         .iter()
@@ -256,17 +201,11 @@ fn without_is_rdma_an_mlx5_vf_gets_no_nodes_unless_nicplug_says_so() {
 fn counters_mount_can_be_turned_off_and_is_absent_in_exclusive_mode() {
     let n = sample();
     let off = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"],"isRdma":true},
             "nicplug":{"countersMount":false,"ealArgs":false}}]}"#,
     );
-    let e = edits::container_edits(
-        off.pool("v").unwrap(),
-        &n.host,
-        &n.paths,
-        &s(&["0000:3b:00.2"]),
-    )
-    .unwrap();
+    let e = edits_for(&n, &off, "v", "0000:3b:00.2");
     assert!(e.mounts.is_empty());
     assert!(!e.env.keys().any(|k| k.starts_with("NICPLUG_EAL_ARGS")));
     assert_eq!(e.devices.len(), 4);
@@ -274,14 +213,8 @@ fn counters_mount_can_be_turned_off_and_is_absent_in_exclusive_mode() {
     let mut spec = fixture::sample_node();
     spec.rdma_netns_mode = Some(fixture::NetnsMode::Exclusive);
     let x = node(&spec);
-    let p = pools_for(&x, VF_POOL);
-    let e = edits::container_edits(
-        p.pool("cx6dx").unwrap(),
-        &x.host,
-        &x.paths,
-        &s(&["0000:3b:00.2"]),
-    )
-    .unwrap();
+    let p = pools_for(&x.host, VF_POOL);
+    let e = edits_for(&x, &p, "cx6dx", "0000:3b:00.2");
     assert!(
         e.mounts.is_empty(),
         "the whole device moves with its counters in exclusive mode"
@@ -293,16 +226,10 @@ fn counters_mount_can_be_turned_off_and_is_absent_in_exclusive_mode() {
 fn vfio_function_gets_container_and_group_nodes() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"vfio","selectors":{"drivers":["vfio-pci"],"needVhostNet":true}}]}"#,
     );
-    let e = edits::container_edits(
-        p.pool("vfio").unwrap(),
-        &n.host,
-        &n.paths,
-        &s(&["0000:5e:01.0"]),
-    )
-    .unwrap();
+    let e = edits_for(&n, &p, "vfio", "0000:5e:01.0");
     let paths: Vec<&str> = e
         .devices
         .iter()
@@ -328,17 +255,11 @@ fn vfio_function_gets_container_and_group_nodes() {
 fn additional_info_specific_key_wins() {
     let n = sample();
     let p = pools_for(
-        &n,
+        &n.host,
         r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},
             "additionalInfo":{"*":{"net":"a","zone":"z"},"0000:3b:00.2":{"net":"b"}}}]}"#,
     );
-    let e = edits::container_edits(
-        p.pool("v").unwrap(),
-        &n.host,
-        &n.paths,
-        &s(&["0000:3b:00.2"]),
-    )
-    .unwrap();
+    let e = edits_for(&n, &p, "v", "0000:3b:00.2");
     assert_eq!(
         e.env["PCIDEVICE_INTEL_COM_V_INFO"],
         r#"{"0000:3b:00.2":{"extra":{"net":"b","zone":"z"},"generic":{"deviceID":"0000:3b:00.2"}}}"#
@@ -348,7 +269,7 @@ fn additional_info_specific_key_wins() {
 #[test]
 fn unknown_and_empty_requests_are_errors() {
     let n = sample();
-    let p = pools_for(&n, VF_POOL);
+    let p = pools_for(&n.host, VF_POOL);
     let pool = p.pool("cx6dx").unwrap();
     let err = edits::container_edits(
         pool,
@@ -373,7 +294,7 @@ fn unknown_and_empty_requests_are_errors() {
 #[test]
 fn device_info_file_for_cnis() {
     let n = sample();
-    let p = pools_for(&n, VF_POOL);
+    let p = pools_for(&n.host, VF_POOL);
     let pool = p.pool("cx6dx").unwrap();
     let (name, body) = render::device_info(pool, n.host.function("0000:3b:00.2").unwrap());
     assert_eq!(name, "mellanox.com-cx6dx-0000:3b:00.2-device.json");

@@ -1,65 +1,15 @@
 //! mlx5 scalable functions (auxiliary bus) and RDMA exclusive netns mode: discovery, pools,
 //! container edits and the discover report, on materialised fixture hosts.
 
-use nicplug::config::{Format, parse_config};
-use nicplug::edits::{self, ContainerEdits};
+mod common;
+
+use common::{edits_for, ids, node, pools_for, s, sample, tempdir};
+use nicplug::edits;
 use nicplug::fixture::{self, HostSpec, NetnsMode, RdmaSpec, SfSpec};
-use nicplug::host::{self, Host};
-use nicplug::pools::{self, Placement, Pools};
-use nicplug::{HostPaths, report};
+use nicplug::host;
+use nicplug::pools::Placement;
+use nicplug::report;
 use std::path::Path;
-
-struct Node {
-    _tmp: tempfile::TempDir,
-    paths: HostPaths,
-    host: Host,
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .unwrap()
-}
-
-fn node(spec: &HostSpec) -> Node {
-    let tmp = tempdir();
-    let paths = fixture::materialize(spec, tmp.path()).unwrap();
-    let host = host::discover(&paths).unwrap();
-    Node {
-        _tmp: tmp,
-        paths,
-        host,
-    }
-}
-
-fn sample() -> Node {
-    node(&fixture::sample_node())
-}
-
-fn pools_for(host: &Host, config: &str) -> Pools {
-    pools::build(
-        host,
-        &parse_config(config, Format::Json).unwrap(),
-        "intel.com",
-    )
-}
-
-fn ids(p: &Pools, name: &str) -> Vec<String> {
-    p.pool(name)
-        .unwrap()
-        .devices
-        .iter()
-        .map(|d| d.id.clone())
-        .collect()
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn edits_for(n: &Node, p: &Pools, pool: &str, id: &str) -> ContainerEdits {
-    edits::container_edits(p.pool(pool).unwrap(), &n.host, &n.paths, &s(&[id])).unwrap()
-}
 
 /// An auxNetDevice resource with one selector (`extra` spliced into it).
 fn aux_resource(name: &str, extra: &str) -> String {
