@@ -356,6 +356,24 @@ class Kubelet:
         except TimeoutError as e:
             raise TimeoutError(f"{e}\nlast message seen: {seen[0] if seen else None}") from None
 
+    def wait_settled(self, resource, predicate, settle=1.0, timeout=10):
+        """Wait until the newest ListAndWatch message of `resource` satisfies `predicate`
+        and no newer one has come for `settle` seconds; returns its devices. Unlike
+        `wait_devices`, an old message that once matched does not count: use this when the
+        host flipped back and forth and only the final state matters."""
+
+        def found():
+            c = self.current.get(resource)
+            if c is None or not c.messages:
+                return None
+            t, devs = c.messages[-1]
+            if predicate(devs) and time.monotonic() - t >= settle:
+                return devs
+            return None
+
+        return self._wait(found, timeout, f"the newest message of {resource} to match, "
+                          f"then {settle}s without another")
+
     # ---- calls a kubelet makes on admission
 
     @contextmanager
