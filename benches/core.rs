@@ -3,7 +3,8 @@
 //! - `discover`: full discovery;
 //! - `floor`: the same sysfs entries read by a bare loop (no parsing, no structure): the cost of
 //!   the kernel interface itself, which discovery cannot beat;
-//! - `allocate_one`: container edits for one VF.
+//! - `allocate_one`: container edits for one VF;
+//! - one VF removed, applied incrementally (that function re-read, pools rebuilt): p50/p99 only.
 //!
 //! Run: `cargo bench --bench core`. Criterion prints medians (and saves distributions under
 //! target/criterion); the ratio discover/floor is the figure to watch.
@@ -119,7 +120,7 @@ fn replay(ops: &[Op]) -> usize {
 
 /// Median and p99 of discovery and of the floor, interleaved in one run so both see the same
 /// machine (criterion reports means with confidence intervals, not tails).
-fn percentiles(paths: &HostPaths, ops: &[Op]) {
+fn percentiles(paths: &HostPaths, ops: &[Op], cfg: &config::Config) {
     const RUNS: usize = 100;
     let (mut d, mut f) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
     for _ in 0..RUNS {
@@ -135,21 +136,42 @@ fn percentiles(paths: &HostPaths, ops: &[Op]) {
         (v[v.len() / 2], v[v.len() * 99 / 100])
     };
     let ((dm, dp), (fm, fp)) = (stat(&mut d), stat(&mut f));
-    let functions = host::discover(paths).map_or(0, |h| h.functions.len());
+    let held = host::discover(paths).unwrap();
+    let functions = held.functions.len();
+
+    // One VF removed, applied as the daemon applies its event: that function (and its PF)
+    // read again, then the pools rebuilt.
+    let vf = held.functions.iter().rfind(|f| f.physfn.is_some()).unwrap();
+    let link = paths.sysfs_root.join("bus/pci/devices").join(&vf.address);
+    let target = fs::read_link(&link).unwrap();
+    fs::remove_file(&link).unwrap();
+    let scope = host::Scope::function(&vf.address);
+    let mut r = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = std::time::Instant::now();
+        let h = host::refresh(paths, &held, &scope).unwrap();
+        std::hint::black_box(pools::build(&h, cfg, "intel.com"));
+        r.push(t.elapsed());
+    }
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    let (rm, rp) = stat(&mut r);
     println!(
         "discovery of {functions} functions over {RUNS} runs: median {dm:.2?} p99 {dp:.2?}; \
          floor (same entries, bare loop, {} ops): median {fm:.2?} p99 {fp:.2?}; ratio {:.2}",
         ops.len(),
         dm.as_secs_f64() / fm.as_secs_f64()
     );
+    println!("one VF removed, re-read and pools rebuilt: median {rm:.2?} p99 {rp:.2?}");
     // One line for scripts/bench.sh to collect.
     println!(
         "BENCH {{\"functions\":{functions},\"discover_p50_ms\":{},\"discover_p99_ms\":{},\
-         \"floor_p50_ms\":{},\"floor_p99_ms\":{}}}",
+         \"floor_p50_ms\":{},\"floor_p99_ms\":{},\"refresh_p50_ms\":{},\"refresh_p99_ms\":{}}}",
         dm.as_secs_f64() * 1e3,
         dp.as_secs_f64() * 1e3,
         fm.as_secs_f64() * 1e3,
-        fp.as_secs_f64() * 1e3
+        fp.as_secs_f64() * 1e3,
+        rm.as_secs_f64() * 1e3,
+        rp.as_secs_f64() * 1e3
     );
 }
 
@@ -178,19 +200,19 @@ fn benches(c: &mut Criterion) {
     );
 
     let ops = floor_ops(&paths);
-    percentiles(&paths, &ops);
-    let mut g = c.benchmark_group("discovery");
-    g.sample_size(30);
-    g.bench_function("discover", |b| b.iter(|| host::discover(&paths).unwrap()));
-    g.bench_function("floor", |b| b.iter(|| replay(&ops)));
-    g.finish();
-
     let cfg = config::parse_config(
         r#"{"resourceList":[{"resourceName":"vf","resourcePrefix":"nvidia.com",
             "selectors":{"vendors":["15b3"],"devices":["101e"],"isRdma":true}}]}"#,
         config::Format::Json,
     )
     .unwrap();
+    percentiles(&paths, &ops, &cfg);
+    let mut g = c.benchmark_group("discovery");
+    g.sample_size(30);
+    g.bench_function("discover", |b| b.iter(|| host::discover(&paths).unwrap()));
+    g.bench_function("floor", |b| b.iter(|| replay(&ops)));
+    g.finish();
+
     let pools = pools::build(&host, &cfg, "intel.com");
     let pool = &pools.pools[0];
     let ids = vec![pool.devices[pool.devices.len() / 2].id.clone()];

@@ -36,6 +36,7 @@ rows = [
     ("discovery p50 / p99 (ms)", lambda c, s: f"{c['discover_p50_ms']:.1f} / {c['discover_p99_ms']:.1f}"),
     ("bare-read floor, one thread, p50 / p99 (ms)", lambda c, s: f"{c['floor_p50_ms']:.1f} / {c['floor_p99_ms']:.1f}"),
     ("discovery / floor (p50)", lambda c, s: f"{c['discover_p50_ms'] / c['floor_p50_ms']:.2f}"),
+    ("one VF removed, applied incrementally p50 / p99 (ms)", lambda c, s: f"{c['refresh_p50_ms']:.2f} / {c['refresh_p99_ms']:.2f}"),
     ("VF removed -> ListAndWatch p50 (ms)", lambda c, s: f"{s['vf_removed_p50_ms']:.1f}"),
     ("Allocate p50 / p99 (ms)", lambda c, s: f"{s['alloc_p50_ms']:.3f} / {s['alloc_p99_ms']:.3f}"),
     ("no-op RPC p50 / p99 (ms)", lambda c, s: f"{s['noop_p50_ms']:.3f} / {s['noop_p99_ms']:.3f}"),

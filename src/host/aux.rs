@@ -11,6 +11,9 @@ use super::sysfs::*;
 use std::fs;
 use std::path::Path;
 
+const AUX_LIST: &str = "bus/auxiliary";
+const SF_PREFIX: &str = "mlx5_core.sf.";
+
 /// Every `mlx5_core.sf.N` of the auxiliary bus, sorted by N. Other aux devices (`mlx5_core.eth.N`,
 /// `mlx5_core.rdma.N`, ...) are children, not devices we hand out, and are passed over silently.
 pub(super) fn aux_functions(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<AuxFunction> {
@@ -19,7 +22,7 @@ pub(super) fn aux_functions(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<AuxF
         Ok(names) => names,
         Err(skip) => {
             skipped.push(Skipped {
-                address: "bus/auxiliary".into(),
+                address: AUX_LIST.into(),
                 file: skip.file,
                 reason: skip.reason,
             });
@@ -28,7 +31,7 @@ pub(super) fn aux_functions(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<AuxF
     };
     let mut names: Vec<String> = names
         .into_iter()
-        .filter(|n| n.starts_with("mlx5_core.sf."))
+        .filter(|n| n.starts_with(SF_PREFIX))
         .collect();
     names.sort_by_key(|n| (n.len(), n.clone()));
     let mut out = Vec::new();
@@ -43,6 +46,11 @@ pub(super) fn aux_functions(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<AuxF
         }
     }
     out
+}
+
+/// A skipped entry [`aux_functions`] made (so a partial re-read can replace them all).
+pub(super) fn is_aux_skip(s: &Skipped) -> bool {
+    s.address == AUX_LIST || s.address.starts_with(SF_PREFIX)
 }
 
 fn aux_function(root: &Path, name: &str) -> Res<AuxFunction> {

@@ -8,5 +8,5 @@ mod sysfs;
 
 pub use model::*;
 pub use models::model_name;
-pub use read::{DiscoverError, discover};
+pub use read::{DiscoverError, Scope, discover, refresh};
 pub use sysfs::is_bdf;

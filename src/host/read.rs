@@ -9,7 +9,7 @@ use super::model::*;
 use super::models::model_name;
 use super::sysfs::*;
 use crate::paths::HostPaths;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,10 +34,7 @@ pub enum DiscoverError {
 
 /// Read the host described by `paths` (sysfs root and procfs root).
 pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
-    let root = fs::canonicalize(&paths.sysfs_root).map_err(|source| DiscoverError::Root {
-        path: paths.sysfs_root.clone(),
-        source,
-    })?;
+    let root = canonical_root(paths)?;
     let list_dir = root.join("bus/pci/devices");
     let entries = fs::read_dir(&list_dir).map_err(|source| DiscoverError::ListDevices {
         path: list_dir.clone(),
@@ -63,10 +60,7 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let chunk = names.len().div_ceil(workers).max(128);
     let read = |part: &[String]| {
-        let mut reader = Reader {
-            root: root.clone(),
-            virtfns: HashMap::new(),
-        };
+        let mut reader = Reader::new(&root);
         part.iter()
             .map(|name| (name.clone(), reader.function(name)))
             .collect::<Vec<_>>()
@@ -86,6 +80,104 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
         })
     };
     let mut functions = Vec::new();
+    sort_results(results, &mut functions, &mut skipped);
+    Ok(finish(paths, &root, functions, skipped))
+}
+
+/// What an event says changed in sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Anything may have changed: read everything.
+    All,
+    /// Only these PCI functions (by address), or SFs under them.
+    Functions(BTreeSet<String>),
+}
+
+impl Scope {
+    /// Past this many functions one parallel full read is as cheap as reading them one by one.
+    const MAX_FUNCTIONS: usize = 64;
+
+    pub fn function(address: &str) -> Scope {
+        Scope::Functions(BTreeSet::from([address.to_string()]))
+    }
+
+    /// Both changes.
+    pub fn merge(self, other: Scope) -> Scope {
+        match (self, other) {
+            (Scope::Functions(mut a), Scope::Functions(b)) => {
+                a.extend(b);
+                if a.len() > Self::MAX_FUNCTIONS {
+                    Scope::All
+                } else {
+                    Scope::Functions(a)
+                }
+            }
+            _ => Scope::All,
+        }
+    }
+}
+
+/// `old` with the functions of `scope` read again; the same result as [`discover`] when nothing
+/// else changed. A VF's PF is read with it (its `sriov_numvfs` and `virtfnN` links change with
+/// it); what is host-wide (SFs, default routes, `rdma_cm`, the netns mode) is small and read
+/// whole every time.
+pub fn refresh(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Host, DiscoverError> {
+    let Scope::Functions(changed) = scope else {
+        return discover(paths);
+    };
+    let root = canonical_root(paths)?;
+    let mut reader = Reader::new(&root);
+    let mut queue: Vec<String> = changed.iter().cloned().collect();
+    queue.extend(
+        changed
+            .iter()
+            .filter_map(|a| Some(old.function(a)?.physfn.as_ref()?.address.clone())),
+    );
+    let mut results = BTreeMap::new();
+    while let Some(address) = queue.pop() {
+        if results.contains_key(&address) {
+            continue;
+        }
+        let result = reader.listed_function(&address);
+        if let Ok(Some(f)) = &result
+            && let Some(pf) = &f.physfn
+        {
+            queue.push(pf.address.clone());
+        }
+        results.insert(address, result);
+    }
+
+    let mut functions: Vec<PciFunction> = old
+        .functions
+        .iter()
+        .filter(|f| !results.contains_key(&f.address))
+        .cloned()
+        .collect();
+    // SF entries are read again below, with the rest of the auxiliary bus.
+    let mut skipped: Vec<Skipped> = old
+        .skipped
+        .iter()
+        .filter(|s| !results.contains_key(&s.address) && !super::aux::is_aux_skip(s))
+        .cloned()
+        .collect();
+    sort_results(results, &mut functions, &mut skipped);
+    functions.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(finish(paths, &root, functions, skipped))
+}
+
+fn canonical_root(paths: &HostPaths) -> Result<PathBuf, DiscoverError> {
+    fs::canonicalize(&paths.sysfs_root).map_err(|source| DiscoverError::Root {
+        path: paths.sysfs_root.clone(),
+        source,
+    })
+}
+
+/// Functions read to `functions`, failures to `skipped`, in the order given.
+fn sort_results(
+    results: impl IntoIterator<Item = (String, Res<Option<PciFunction>>)>,
+    functions: &mut Vec<PciFunction>,
+    skipped: &mut Vec<Skipped>,
+) {
     for (name, result) in results {
         match result {
             Ok(Some(f)) => functions.push(f),
@@ -97,10 +189,17 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
             }),
         }
     }
+}
 
+/// The host-wide rest, around the PCI functions read.
+fn finish(
+    paths: &HostPaths,
+    root: &Path,
+    mut functions: Vec<PciFunction>,
+    mut skipped: Vec<Skipped>,
+) -> Host {
     let default_routes = default_route_ifaces(&paths.proc_root);
-
-    let mut aux_functions = super::aux::aux_functions(&root, &mut skipped);
+    let mut aux_functions = super::aux::aux_functions(root, &mut skipped);
     for netdev in functions
         .iter_mut()
         .flat_map(|f| f.netdevs.iter_mut())
@@ -108,14 +207,15 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
     {
         netdev.default_route = default_routes.contains(&netdev.name);
     }
-
-    Ok(Host {
+    // One order whichever way the snapshot was read, so snapshots compare equal.
+    skipped.sort_by(|a, b| a.address.cmp(&b.address));
+    Host {
         functions,
         aux_functions,
-        rdma_netns_mode: netns_mode(&root),
-        rdma_cm: rdma_cm(&root),
+        rdma_netns_mode: netns_mode(root),
+        rdma_cm: rdma_cm(root),
         skipped,
-    })
+    }
 }
 
 struct Reader {
@@ -125,6 +225,23 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(root: &Path) -> Self {
+        Reader {
+            root: root.to_path_buf(),
+            virtfns: HashMap::new(),
+        }
+    }
+
+    /// The function at `bus/pci/devices/<name>`; `None` when that entry is gone or the function
+    /// is not one we hand out.
+    fn listed_function(&mut self, name: &str) -> Res<Option<PciFunction>> {
+        let link = self.root.join("bus/pci/devices").join(name);
+        match fs::symlink_metadata(&link) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            _ => self.function(name),
+        }
+    }
+
     fn function(&mut self, name: &str) -> Res<Option<PciFunction>> {
         let link = self.root.join("bus/pci/devices").join(name);
         if !is_bdf(name) {

@@ -27,7 +27,7 @@ pub use view::{Advertised, AllocError, PoolView};
 use crate::HostPaths;
 use crate::cdi;
 use crate::config::{self, Config, ConfigError};
-use crate::host::{self, DiscoverError, Host, Skipped};
+use crate::host::{self, DiscoverError, Host, Scope, Skipped};
 use crate::pools;
 use server::PoolEndpoint;
 use std::collections::BTreeMap;
@@ -205,7 +205,7 @@ struct Manager {
 impl Manager {
     async fn handle(&mut self, first: Event, rx: &mut mpsc::Receiver<Event>) {
         let mut batch = vec![first];
-        if matches!(batch[0], Event::Rescan(_)) {
+        if matches!(batch[0], Event::Rescan { .. }) {
             // Creating 127 VFs is a burst of uevents: let it land, then read sysfs once.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -213,12 +213,17 @@ impl Manager {
             batch.push(ev);
         }
 
-        let (mut rescan, mut reload, mut links_changed) = (None, false, false);
+        let (mut rescan, mut reload, mut links_changed) = (None::<(&str, Scope)>, false, false);
         for ev in batch {
             match ev {
                 Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
                 Event::ConfigTouched => reload = true,
-                Event::Rescan(why) => rescan = Some(why),
+                Event::Rescan { why, scope } => {
+                    rescan = Some(match rescan {
+                        Some((_, seen)) => (why, seen.merge(scope)),
+                        None => (why, scope),
+                    })
+                }
                 Event::Link { name, up } => {
                     links_changed |= match up {
                         Some(up) => self.links.insert(name, up) != Some(up),
@@ -229,7 +234,7 @@ impl Manager {
         }
         let config_changed = reload && self.reload_config();
         let host_changed = match rescan {
-            Some(why) => self.rescan(why).await,
+            Some((why, scope)) => self.rescan(why, scope).await,
             None => false,
         };
         if config_changed || host_changed {
@@ -297,10 +302,15 @@ impl Manager {
         }
     }
 
-    /// Read sysfs again; true when the snapshot changed.
-    async fn rescan(&mut self, why: &'static str) -> bool {
-        let paths = self.paths.clone();
-        let host = match tokio::task::spawn_blocking(move || host::discover(&paths)).await {
+    /// Read sysfs again, only `scope` of it when the event said; true when the snapshot changed.
+    async fn rescan(&mut self, why: &str, scope: Scope) -> bool {
+        let (paths, old) = (self.paths.clone(), self.host.clone());
+        let read = match &scope {
+            Scope::All => "full".to_string(),
+            Scope::Functions(f) => format!("{} function(s)", f.len()),
+        };
+        let reread = move || host::refresh(&paths, &old, &scope);
+        let host = match tokio::task::spawn_blocking(reread).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 error!("rescan ({why}) failed; keeping the last snapshot: {e}");
@@ -315,7 +325,7 @@ impl Manager {
             return false;
         }
         log_skipped(&self.host.skipped, &host.skipped);
-        info!(why, functions = host.functions.len(), "host changed");
+        info!(why, %read, functions = host.functions.len(), "host changed");
         self.host = Arc::new(host);
         true
     }

@@ -8,6 +8,7 @@
 //! - inotify on the config file's directory: ConfigMap updates swap a symlink there;
 //! - a periodic tick, as a safety net only.
 
+use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
 use rtnetlink::packet_core::NetlinkPayload;
@@ -23,8 +24,8 @@ use tracing::{debug, warn};
 
 #[derive(Debug)]
 pub enum Event {
-    /// Re-read sysfs.
-    Rescan(&'static str),
+    /// Re-read sysfs, or the part of it named.
+    Rescan { why: &'static str, scope: Scope },
     /// A file appeared in (`created`) or left the device-plugins directory.
     PluginDir { name: String, created: bool },
     /// Something changed in the config file's directory.
@@ -117,7 +118,18 @@ pub fn sysfs_tree(sysfs_root: &Path, tx: Sender<Event>) {
         WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM,
         tx,
         "sysfs tree",
-        |_| Some(Event::Rescan("sysfs tree changed")),
+        |ev| {
+            // Entries in these directories are named by PCI address; anything else (a queue
+            // overflow, the directory itself going) could hide any change.
+            let scope = match ev.name.as_ref().and_then(|n| n.to_str()) {
+                Some(name) if is_bdf(name) => Scope::function(name),
+                _ => Scope::All,
+            };
+            Some(Event::Rescan {
+                why: "sysfs tree changed",
+                scope,
+            })
+        },
     );
 }
 
@@ -127,7 +139,11 @@ pub fn periodic(every: Duration, tx: Sender<Event>) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            if tx.send(Event::Rescan("periodic")).await.is_err() {
+            let ev = Event::Rescan {
+                why: "periodic",
+                scope: Scope::All,
+            };
+            if tx.send(ev).await.is_err() {
                 return;
             }
         }
@@ -155,15 +171,45 @@ pub fn uevents(tx: Sender<Event>) {
             let Ok((buf, _)) = socket.recv_from_full().await else {
                 continue;
             };
-            let relevant = buf
-                .split(|b| *b == 0)
-                .filter_map(|kv| kv.strip_prefix(b"SUBSYSTEM="))
-                .any(|s| UEVENT_SUBSYSTEMS.iter().any(|w| w.as_bytes() == s));
-            if relevant && tx.send(Event::Rescan("uevent")).await.is_err() {
+            let Some(scope) = uevent_scope(&buf) else {
+                continue;
+            };
+            if tx
+                .send(Event::Rescan {
+                    why: "uevent",
+                    scope,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
+}
+
+/// What a kernel uevent (`KEY=value` strings, NUL-separated) says may have changed; `None`
+/// when nothing we serve: another subsystem, or a virtual device (a pod's veth, a bridge).
+fn uevent_scope(buf: &[u8]) -> Option<Scope> {
+    let field = |key: &[u8]| {
+        buf.split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(key))
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let subsystem = field(b"SUBSYSTEM=")?;
+    if !UEVENT_SUBSYSTEMS.contains(&subsystem) {
+        return None;
+    }
+    let Some(devpath) = field(b"DEVPATH=") else {
+        return Some(Scope::All);
+    };
+    // A function's own entries (its netdev, ibdev, SFs) sit below its directory: the deepest
+    // PCI address on the path is the function that changed.
+    match devpath.split('/').rev().find(|c| is_bdf(c)) {
+        Some(address) => Some(Scope::function(address)),
+        None if devpath.starts_with("/devices/virtual/") => None,
+        None => Some(Scope::All),
+    }
 }
 
 /// Live link state of the netdevs in our network namespace.
@@ -230,4 +276,52 @@ fn link_event(msg: &LinkMessage, deleted: bool) -> Option<Event> {
     });
     let up = msg.header.flags.contains(LinkFlags::Up) && !oper_down;
     Some(Event::Link { name, up: Some(up) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uevent(fields: &[&str]) -> Vec<u8> {
+        let mut buf = b"remove@/devices/x".to_vec();
+        for f in fields {
+            buf.push(0);
+            buf.extend_from_slice(f.as_bytes());
+        }
+        buf
+    }
+
+    #[test]
+    fn uevents_name_the_function_they_touch() {
+        let vf = "/devices/pci0000:3a/0000:3a:00.0/0000:3b:01.1";
+        for (fields, want) in [
+            (
+                vec!["ACTION=remove", &format!("DEVPATH={vf}"), "SUBSYSTEM=pci"],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec![&format!("DEVPATH={vf}/net/ens1f0v1"), "SUBSYSTEM=net"],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec![
+                    "DEVPATH=/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/mlx5_core.sf.2",
+                    "SUBSYSTEM=auxiliary",
+                ],
+                Some(Scope::function("0000:3b:00.0")),
+            ),
+            (
+                vec!["DEVPATH=/devices/virtual/net/veth1a2b", "SUBSYSTEM=net"],
+                None,
+            ),
+            (vec![&format!("DEVPATH={vf}"), "SUBSYSTEM=block"], None),
+            (
+                vec!["DEVPATH=/devices/platform/foo/net/eth9", "SUBSYSTEM=net"],
+                Some(Scope::All),
+            ),
+            (vec!["SUBSYSTEM=pci"], Some(Scope::All)),
+        ] {
+            assert_eq!(uevent_scope(&uevent(&fields)), want, "{fields:?}");
+        }
+    }
 }
