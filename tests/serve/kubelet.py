@@ -13,11 +13,15 @@ The dial-back never waits for the plugin to come up: a plugin that registers bef
 is seen failing, as a strict kubelet would. A second registration of the same resource replaces
 the first client, whose stream the stand-in then cancels (kubelet keeps it; a plugin must
 survive either).
+
+`Ledger` collects the Allocate answers of one plugin lifetime and checks that no device was
+handed out twice.
 """
 
+import re
 import threading
 import time
-from collections import namedtuple
+from collections import defaultdict, namedtuple
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +69,83 @@ def car_to_dict(car):
         "annotations": dict(car.annotations),
         "cdi_devices": [{"name": c.name} for c in car.cdi_devices],
     }
+
+
+# Device nodes only one device may own (rdma_cm and /dev/vfio/vfio are shared by design; a VFIO
+# group node is shared by the functions of one IOMMU group).
+EXCLUSIVE_NODE = re.compile(r"(uverbs|umad|issm)[0-9]+")
+
+
+def exclusive_of(car):
+    """What an Allocate answer (`car_to_dict`) gives its container alone: the host paths of its
+    uverbsN/umadN/issmN nodes and of its counters mounts (every mount nicplug makes is one)."""
+    nodes = [d["host_path"] for d in car["devices"]
+             if EXCLUSIVE_NODE.fullmatch(Path(d["host_path"]).name)]
+    return frozenset(nodes + [m["host_path"] for m in car["mounts"]])
+
+
+def advertised_twice(kubelet):
+    """Device IDs in the latest ListAndWatch messages of more than one pool: {id: [pools]}."""
+    pools = defaultdict(list)
+    with kubelet.cond:
+        for resource, conn in kubelet.current.items():
+            for dev in conn.latest() or ():
+                pools[dev.id].append(resource)
+    return {i: rs for i, rs in pools.items() if len(rs) > 1}
+
+
+class Ledger:
+    """The Allocate answers of one plugin lifetime (one daemon run), to show no device was
+    handed out twice. Record only devices the host leaves alone meanwhile: a device the kernel
+    re-creates may rightly get other nodes. Thread-safe."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.first = {}  # (resource, sorted IDs) -> exclusive_of(first answer)
+        self.changed = []  # (key, first, later): the same IDs given other nodes
+        self.count = 0
+
+    def record(self, resource, ids, car):
+        key = (resource, tuple(sorted(ids)))
+        got = exclusive_of(car)
+        with self.lock:
+            self.count += 1
+            first = self.first.setdefault(key, got)
+            if got != first and len(self.changed) < 10:
+                self.changed.append((key, first, got))
+
+    def allocate_all(self, kubelet):
+        """Allocate every healthy device each registered pool advertises (kubelet admits no
+        other), one per container; returns the IDs allocated."""
+        done = []
+        for resource in kubelet.resources():
+            for dev in kubelet.devices(resource):
+                if dev.health == "Healthy":
+                    (car,) = kubelet.allocate(resource, [[dev.id]])
+                    self.record(resource, [dev.id], car)
+                    done.append(dev.id)
+        return done
+
+    def check(self, kubelet):
+        """Assert: (1) each device ID is advertised by one pool only, the pool it was allocated
+        from; (2) answers for disjoint sets of IDs share no exclusive node or counters mount;
+        (3) the same IDs always got the same ones."""
+        twice = advertised_twice(kubelet)
+        assert not twice, f"advertised by several pools: {twice}"
+        with kubelet.cond:
+            pool_of = {dev.id: r for r, c in kubelet.current.items() for dev in c.latest() or ()}
+        with self.lock:
+            assert not self.changed, f"the same devices got other nodes: {self.changed}"
+            elsewhere = [(ids, r, pool_of[i]) for r, ids in self.first
+                         for i in ids if pool_of.get(i, r) != r]
+            assert not elsewhere, f"allocated from one pool, advertised by another: {elsewhere}"
+            owners = defaultdict(list)
+            for key, paths in self.first.items():
+                for p in paths:
+                    owners[p].append(key)
+        shared = {p: keys for p, keys in owners.items()
+                  if any(not set(a[1]) & set(b[1]) for a in keys for b in keys)}
+        assert not shared, f"handed to different devices: {shared}"
 
 
 def unix_target(path):

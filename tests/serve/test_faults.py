@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from harness import (
+    DOWN_VF,
     HEALTHY_VFS,
     PF0_VFS,
     SAMPLE_POOLS,
@@ -23,7 +24,7 @@ from harness import (
     socket_name,
     wait_for,
 )
-from kubelet import CHECKPOINT, car_to_dict, ids_of, plugin_channel
+from kubelet import CHECKPOINT, Ledger, car_to_dict, ids_of, plugin_channel
 
 NEW_POOL = "nvidia.com/e810_vfio"
 
@@ -180,7 +181,7 @@ def test_device_info_dir_unwritable(node, kubelet, daemons):
 def test_sigkill_at_random_points(node, kubelet, daemons):
     """SIGKILL 5 times at random moments after start (before, during and after registration),
     then a clean start: exactly the plugin sockets of this run remain and answer, with the same
-    device IDs as before the kills."""
+    device IDs as before the kills, and no device is handed out twice."""
     d = daemons.start(node, rescan_interval=60)
     kubelet.wait_all_registered(SAMPLE_POOLS, timeout=15)
     before = {r: ids_of(kubelet.devices(r)) for r in SAMPLE_POOLS}
@@ -209,4 +210,10 @@ def test_sigkill_at_random_points(node, kubelet, daemons):
         assert kubelet.options(r) is not None
     (got,) = kubelet.allocate(VF_POOL, [["0000:3b:00.2"]])
     assert got == node.ref_allocate(VF_POOL, ["0000:3b:00.2"])
+    # The restarted run hands out nothing twice: every device, each twice (same nodes again).
+    ledger = Ledger()
+    for _ in range(2):
+        done = ledger.allocate_all(kubelet)
+        assert sorted(done) == sorted(i for ids in before.values() for i in ids if i != DOWN_VF)
+    ledger.check(kubelet)
     print(f"\nSIGKILL after {delays} s (seed {seed}); clean restart re-registered all pools")

@@ -1,6 +1,8 @@
 """Issue 7, soak: ~40 s of continuous Allocate, device churn (a VF unbound and bound again) and
 kubelet restarts against one daemon. Its resident memory and open file descriptors are sampled
-after a warm-up and at the end: they must not grow (fds within 3, RSS within 2 MiB)."""
+after a warm-up and at the end: they must not grow (fds within 3, RSS within 2 MiB). No device
+is handed out twice: no ID in two pools at once (polled throughout), and the Allocate answers
+of the run give no two devices one node or counters mount, and one device always the same."""
 
 import os
 import threading
@@ -9,7 +11,7 @@ import time
 import grpc
 
 from harness import HEALTHY_VFS, SAMPLE_POOLS, VF_POOL, pb2, pb2_grpc, socket_name
-from kubelet import car_to_dict, ids_of, plugin_channel
+from kubelet import Ledger, advertised_twice, car_to_dict, ids_of, plugin_channel
 
 WARMUP_S = 6
 SOAK_S = 32
@@ -32,6 +34,8 @@ def test_soak_allocate_churn_restarts(node, kubelet, daemons):
     stop = threading.Event()
     stats = {"allocs": 0, "alloc_errors": 0, "churns": 0, "restarts": 0}
     wrong = []
+    ledger = Ledger()  # churn_vf is never allocated: the host changes it
+    twice = {}
 
     def allocator():
         i = 0
@@ -46,6 +50,7 @@ def test_soak_allocate_churn_restarts(node, kubelet, daemons):
                     timeout=5)
                 got = car_to_dict(resp.container_responses[0])
                 stats["allocs"] += 1
+                ledger.record(VF_POOL, [vf], got)
                 if got != refs[vf]:
                     wrong.append((vf, got))
             except grpc.RpcError:
@@ -67,14 +72,21 @@ def test_soak_allocate_churn_restarts(node, kubelet, daemons):
             kubelet.restart()
             stats["restarts"] += 1
 
+    def watch_pools(seconds):
+        """Sleep `seconds`, meanwhile polling the pools' latest messages."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            twice.update(advertised_twice(kubelet))
+            time.sleep(0.25)
+
     threads = [threading.Thread(target=f, daemon=True) for f in (allocator, churner, restarter)]
     for t in threads:
         t.start()
     t_start = time.monotonic()
     try:
-        time.sleep(WARMUP_S)
+        watch_pools(WARMUP_S)
         rss0, fds0 = sample(d)
-        time.sleep(SOAK_S)
+        watch_pools(SOAK_S)
     finally:
         stop.set()
         for t in threads:
@@ -92,6 +104,8 @@ def test_soak_allocate_churn_restarts(node, kubelet, daemons):
           f"({fds1 - fds0:+d})")
     assert d.alive(), d.stderr()[-4000:]
     assert not wrong, f"wrong Allocate answers: {wrong[:3]}"
+    assert not twice, f"advertised by several pools at once: {twice}"
+    ledger.check(kubelet)
     assert stats["allocs"] > 100 and stats["churns"] > 20 and stats["restarts"] >= 5
     assert abs(fds1 - fds0) <= FD_SLACK, f"fds {fds0} -> {fds1}"
     assert rss1 - rss0 < RSS_SLACK_KIB, f"VmRSS grew {rss1 - rss0} KiB ({rss0} -> {rss1})"
