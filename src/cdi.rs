@@ -481,7 +481,13 @@ fn check_name(name: &str) -> std::io::Result<()> {
 /// reader sees the old file or the new one, never half of one.
 fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        // create_dir_all says "File exists" when a file is in the way: say what is wrong.
+        return Err(match dir.metadata() {
+            Ok(m) if !m.is_dir() => std::io::Error::other("not a directory"),
+            _ => e,
+        });
+    }
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

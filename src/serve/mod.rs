@@ -145,6 +145,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     });
     let mut mgr = Manager {
         cdi_dir,
+        cdi_retry: false,
         paths: Arc::new(opts.paths.clone()),
         plugin_dir,
         host: Arc::new(host),
@@ -197,6 +198,8 @@ struct Manager {
     slots: BTreeMap<String, Slot>,
     /// CDI mode: the spec files written.
     cdi_dir: Option<cdi::SpecDir>,
+    /// A spec could not be written: try again on the next rescan, even if nothing changed.
+    cdi_retry: bool,
     stats: Arc<Stats>,
     /// Every pool's current view, for the metrics endpoint.
     views: tokio::sync::watch::Sender<BTreeMap<String, Arc<PoolView>>>,
@@ -233,11 +236,12 @@ impl Manager {
             }
         }
         let config_changed = reload && self.reload_config();
+        let rescanned = rescan.is_some();
         let host_changed = match rescan {
             Some((why, scope)) => self.rescan(why, scope).await,
             None => false,
         };
-        if config_changed || host_changed {
+        if config_changed || host_changed || (rescanned && self.cdi_retry) {
             self.rebuild().await;
         } else if links_changed {
             self.refresh_health();
@@ -334,11 +338,15 @@ impl Manager {
     async fn rebuild(&mut self) {
         let built = pools::build(&self.host, &self.config, &self.opts.default_prefix);
         let mut wanted = BTreeMap::new();
+        self.cdi_retry = false;
         for pool in built.pools {
             let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
             // The spec is on disk before any Allocate can name its devices.
             if let (Some(dir), Some(version)) = (&mut self.cdi_dir, &self.opts.cdi_version) {
-                view.cdi = publish_cdi(dir, version, &view);
+                match publish_cdi(dir, version, &view) {
+                    Ok(published) => view.cdi = published,
+                    Err(WriteFailed) => self.cdi_retry = true,
+                }
             }
             wanted.insert(view.pool.name.clone(), Arc::new(view));
         }
@@ -440,20 +448,23 @@ impl Manager {
     }
 }
 
+/// A spec could not be written to disk (Allocate answers without CDI until it can).
+struct WriteFailed;
+
 /// Render and write a pool's CDI spec (only when it changed); what Allocate may then name.
-/// `None` (Allocate answers without CDI) when the pool has no spec or it cannot be written.
+/// `None` (Allocate answers without CDI) when the pool has no spec.
 fn publish_cdi(
     dir: &mut cdi::SpecDir,
     version: &str,
     view: &PoolView,
-) -> Option<Arc<cdi::Published>> {
+) -> Result<Option<Arc<cdi::Published>>, WriteFailed> {
     let resource = &view.pool.name;
     let (spec, skipped) = match cdi::spec(&view.pool, &view.host, &view.paths, version) {
         Ok(s) => s,
-        Err(cdi::CdiError::NoDevices { .. }) => return None,
+        Err(cdi::CdiError::NoDevices { .. }) => return Ok(None),
         Err(e) => {
             warn!(%resource, "no CDI spec; Allocate answers with devices and mounts: {e}");
-            return None;
+            return Ok(None);
         }
     };
     for s in skipped {
@@ -466,11 +477,11 @@ fn publish_cdi(
         }
         Ok(false) => {}
         Err(e) => {
-            error!(%resource, dir = %dir.dir().display(), %file, "cannot write the CDI spec; Allocate answers with devices and mounts: {e}");
-            return None;
+            error!(%resource, dir = %dir.dir().display(), %file, "cannot write the CDI spec; Allocate answers with devices and mounts until a rescan can: {e}");
+            return Err(WriteFailed);
         }
     }
-    Some(Arc::new(cdi::Published::of(&spec)))
+    Ok(Some(Arc::new(cdi::Published::of(&spec))))
 }
 
 /// (Re)start a slot's endpoint on a fresh socket.
