@@ -387,7 +387,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// glibc malloc settings for the long-running daemon.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
-    // Pinned at its 128 KiB default, big freed discovery buffers go back to the OS, not the heap.
+    // Set explicitly, the threshold stops growing as big blocks are freed, so big discovery
+    // buffers stay mmapped and go back to the OS when freed instead of swelling the heap.
     // SAFETY: mallopt only sets an allocator parameter.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
