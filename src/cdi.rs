@@ -29,7 +29,6 @@ use crate::pools::Pool;
 use crate::render;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The default `cdiVersion`: podman 4.3 (Debian 12) accepts 0.5.0 and silently ignores specs
@@ -404,7 +403,7 @@ impl SpecDir {
         if self.written.get(name).is_some_and(|b| b == body) && self.dir.join(name).exists() {
             return Ok(false);
         }
-        write_atomically(&self.dir, name, body)?;
+        crate::files::write_atomically(&self.dir, name, body)?;
         self.written.insert(name.to_string(), body.to_vec());
         Ok(true)
     }
@@ -475,32 +474,6 @@ fn check_name(name: &str) -> std::io::Result<()> {
             format!("{name:?}: not a nicplug spec file name (nicplug-*.json)"),
         ))
     }
-}
-
-/// Temp file in the same directory, fsync, rename over the target, fsync the directory: a
-/// reader sees the old file or the new one, never half of one.
-fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        // create_dir_all says "File exists" when a file is in the way: say what is wrong.
-        return Err(match dir.metadata() {
-            Ok(m) if !m.is_dir() => std::io::Error::other("not a directory"),
-            _ => e,
-        });
-    }
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod edits;
+pub mod files;
 pub mod fixture;
 pub mod host;
 pub mod paths;

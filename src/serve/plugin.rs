@@ -138,16 +138,8 @@ fn write_device_info(dir: &Path, view: &PoolView, ids: &[String]) {
             continue;
         };
         let (name, body) = render::device_info(&view.pool, f);
-        if let Err(e) = write_atomically(dir, &name, body.as_bytes()) {
+        if let Err(e) = crate::files::write_atomically(dir, &name, body.as_bytes()) {
             warn!(dir = %dir.display(), file = %name, "cannot write device-info file: {e}");
         }
     }
-}
-
-/// Temp file + rename, so a reader never sees half a file.
-pub fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, dir.join(name))
 }

@@ -4,6 +4,7 @@ Everything here is real: the `nicplug` binary, simulated hosts it writes itself,
 signals, network namespaces. Generated gRPC stubs live in `target/py-stubs/` (never committed).
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -428,3 +430,46 @@ def socket_name(resource):
     """`nvidia.com/cx6dx_vf` -> `nicplug-nvidia.com-cx6dx_vf.sock`."""
     prefix, _, name = resource.partition("/")
     return f"nicplug-{prefix}-{name}.sock"
+
+
+# --------------------------------------------------------------------------- full disks
+
+PAGE = os.sysconf("SC_PAGE_SIZE")  # tmpfs allocates whole pages
+
+
+@contextmanager
+def mounted_tmpfs(path, daemons, size="1m"):
+    """A small tmpfs mounted at `path` (created) for the block; `daemons` are stopped before it
+    is unmounted. Skips without root or where mounting is refused."""
+    import pytest  # not at the top: the hand-run benchmark imports this module without pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
+                          "nicplug-test", str(path)], capture_output=True, text=True, timeout=30)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        daemons.stop_all()
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True, timeout=30)
+
+
+def fill(path):
+    """Write zeros to a new file `path` until the filesystem is full; returns its size."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    block = bytes(PAGE)
+    size = 0
+    try:
+        while True:
+            try:
+                size += os.write(fd, block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return size
+    finally:
+        os.close(fd)

@@ -8,17 +8,16 @@ import errno
 import json
 import os
 import signal
-import subprocess
 
 import pytest
 
-from harness import PF_POOL, SAMPLE_POOLS, VF_POOL, VFIO_POOL, wait_for
+from harness import (PAGE, PF_POOL, SAMPLE_POOLS, VF_POOL, VFIO_POOL, fill, mounted_tmpfs,
+                     wait_for)
 from test_cdi import cdi_dir, read_spec, resolve, spec_file, spec_files
 
 # One device per pool, allocated to compare the answer with what is on disk.
 PROBE = {VF_POOL: "0000:3b:00.2", PF_POOL: "0000:af:00.0", VFIO_POOL: "0000:5e:01.0"}
 FILLER = "filler"
-PAGE = os.sysconf("SC_PAGE_SIZE")  # tmpfs allocates whole pages
 
 
 def start_cdi(daemons, node):
@@ -89,40 +88,12 @@ def test_cdi_dir_is_a_file(node, kubelet, daemons):
     check_recovers(node, kubelet, d)
 
 
-def fill(path):
-    """Write zeros to a new file `path` until the filesystem is full; returns its size."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    block = bytes(PAGE)
-    size = 0
-    try:
-        while True:
-            try:
-                size += os.write(fd, block)
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                return size
-    finally:
-        os.close(fd)
-
-
 @pytest.fixture
 def tiny_tmpfs(node, daemons):
     """A 1 MiB tmpfs mounted at the CDI directory. Daemons are stopped before it is unmounted."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
     path = cdi_dir(node)
-    path.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "nicplug-test",
-                          str(path)], capture_output=True, text=True, timeout=30)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+    with mounted_tmpfs(path, daemons):
         yield path
-    finally:
-        daemons.stop_all()
-        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=True, timeout=30)
 
 
 @pytest.mark.parametrize("room", ["none", "small specs"])

@@ -19,6 +19,8 @@ from harness import (
     SAMPLE_POOLS,
     VF_POOL,
     VFIO_POOL,
+    fill,
+    mounted_tmpfs,
     pb2,
     pb2_grpc,
     socket_name,
@@ -176,6 +178,29 @@ def test_device_info_dir_unwritable(node, kubelet, daemons):
     assert "WARN" in d.stderr().upper()
     assert blocker.read_text() == "not a directory\n"
     assert d.alive()
+
+
+def test_device_info_dir_full(node, kubelet, daemons):
+    """The device-info directory on a full tmpfs: Allocate still answers correctly, a warning
+    names the problem, and no partial or temporary file is left; with room again, the next
+    Allocate writes the file whole."""
+    info_dir = node.base / "devinfo-tmpfs"
+    vf = "0000:3b:00.2"
+    with mounted_tmpfs(info_dir, daemons):
+        fill(info_dir / "filler")
+        d = daemons.start(node, rescan_interval=60, device_info_dir=info_dir)
+        kubelet.wait_all_registered(SAMPLE_POOLS, timeout=15)
+        (got,) = kubelet.allocate(VF_POOL, [[vf]])
+        assert got == node.ref_allocate(VF_POOL, [vf])
+        wait_for(lambda: "No space left on device" in d.stderr(), 5,
+                 what="a warning about the full device-info directory")
+        assert sorted(p.name for p in info_dir.iterdir()) == ["filler"]
+        (info_dir / "filler").unlink()
+        kubelet.allocate(VF_POOL, [[vf]])
+        (written,) = info_dir.iterdir()
+        info = json.loads(written.read_text())
+        assert info["pci"]["pci-address"] == vf, info
+        assert d.alive()
 
 
 def test_sigkill_at_random_points(node, kubelet, daemons):
