@@ -372,7 +372,7 @@ impl Published {
 }
 
 /// A CDI spec directory nicplug writes into: every file is written whole (temp file in the
-/// same directory, fsync, rename), rewritten only when its contents change, and removed when
+/// same directory, then a rename), rewritten only when its contents change, and removed when
 /// asked. Only files named `nicplug-*.json` are ever touched.
 #[derive(Debug)]
 pub struct SpecDir {
