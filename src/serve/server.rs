@@ -145,7 +145,15 @@ async fn register_loop(
             }
             match register(&kubelet_sock, &endpoint, &resource).await {
                 Ok(()) => {
-                    registered_with = life;
+                    // Kubelet's socket may have appeared (restart) between the look and the
+                    // connect: a life seen missing before and present after is the one we
+                    // reached. A life that changed under us is unknown: register again when told.
+                    let after = kubelet_life(&kubelet_sock);
+                    registered_with = if life.is_none() || life == after {
+                        after
+                    } else {
+                        None
+                    };
                     stats.registered(&resource);
                     info!(%resource, %endpoint, elapsed_ms = started.elapsed().as_millis() as u64, "registered with kubelet");
                     break;
