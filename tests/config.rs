@@ -60,7 +60,7 @@ fn resource(name: &str, selectors: Vec<Selector>) -> ResourceConfig {
         resource_prefix: None,
         device_type: DeviceType::NetDevice,
         exclude_topology: false,
-        additional_info: BTreeMap::new(),
+        additional_info: None,
         selectors,
         nicplug: NicplugOptions::default(),
     }
@@ -76,13 +76,13 @@ fn expected_full() -> Config {
     let cx6 = ResourceConfig {
         resource_prefix: Some("mellanox.com".into()),
         exclude_topology: true,
-        additional_info: BTreeMap::from([
+        additional_info: Some(BTreeMap::from([
             ("*".to_owned(), info(&[("netns", "shared")])),
             (
                 "0000:3b:00.2".to_owned(),
                 info(&[("port", "p0"), ("netns", "own")]),
             ),
-        ]),
+        ])),
         nicplug: NicplugOptions {
             counters_mount: false,
             rdma_devices: Some(vec![RdmaCharDev::Uverbs, RdmaCharDev::RdmaCm]),

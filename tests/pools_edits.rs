@@ -246,7 +246,7 @@ fn vfio_function_gets_container_and_group_nodes() {
     );
     assert_eq!(
         e.env["PCIDEVICE_INTEL_COM_VFIO_INFO"],
-        r#"{"0000:5e:01.0":{"generic":{"deviceID":"0000:5e:01.0"},"vfio":{"dev-mount":"/dev/vfio/87","mount":"/dev/vfio/vfio"}}}"#
+        r#"{"0000:5e:01.0":{"generic":{"deviceID":"0000:5e:01.0"},"vfio":{"dev-mount":"/dev/vfio/87","mount":"/dev/vfio/vfio"},"vhost":{"net-mount":"/dev/vhost-net","tun-mount":"/dev/net/tun"}}}"#
     );
     assert!(e.mounts.is_empty());
 }
@@ -301,5 +301,19 @@ fn device_info_file_for_cnis() {
     assert_eq!(
         body,
         r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2","rdma-device":"mlx5_2"}}"#
+    );
+    // Without isRdma the function's RDMA side is not the pod's: no rdma-device (as the SR-IOV
+    // plugin's current release).
+    let p = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"plain","selectors":{"devices":["101e"]}}]}"#,
+    );
+    let (_, body) = render::device_info(
+        p.pool("plain").unwrap(),
+        n.host.function("0000:3b:00.2").unwrap(),
+    );
+    assert_eq!(
+        body,
+        r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2"}}"#
     );
 }
