@@ -14,6 +14,7 @@ pub mod files;
 pub mod fixture;
 pub mod host;
 pub mod info;
+pub mod legacy;
 pub mod paths;
 pub mod pools;
 pub mod render;

@@ -20,10 +20,12 @@ fn first_resource_in_file_order_wins() {
     assert_eq!(ids(&p, "narrow"), s(&["0000:3b:00.2"]));
     let wide = ids(&p, "intel.com/wide");
     assert!(!wide.contains(&"0000:3b:00.2".to_string()));
-    // PFs with VFs enabled are never offered; the plain PF and 14 remaining VFs are.
+    // PFs with VFs enabled are never offered; the plain PF and 15 remaining VFs are (the VF
+    // with broken RDMA attributes too: this pool does not need RDMA).
     assert!(wide.contains(&"0000:af:00.0".to_string()));
     assert!(!wide.contains(&"0000:3b:00.0".to_string()));
-    assert_eq!(wide.len(), 15);
+    assert!(wide.contains(&"0000:3b:02.1".to_string()));
+    assert_eq!(wide.len(), 16);
     assert!(matches!(
         &p.placements["0000:3b:00.0"],
         Placement::Unpooled { reason } if reason.contains("VFs enabled")
@@ -58,8 +60,8 @@ fn pf_names_and_root_devices_with_vf_ranges() {
         ids(&p, "a"),
         s(&["0000:3b:00.2", "0000:3b:00.4", "0000:3b:00.5"])
     );
-    // VF 7 of PF 1 is the broken one (skipped by discovery); VF 6 remains.
-    assert_eq!(ids(&p, "b"), s(&["0000:3b:02.0"]));
+    // VF 7 of PF 1 has broken RDMA attributes: kept, as this pool does not need RDMA.
+    assert_eq!(ids(&p, "b"), s(&["0000:3b:02.0", "0000:3b:02.1"]));
     // pfNames selects VFs of that PF; a PF itself has no PF and never matches.
     assert!(ids(&p, "c").is_empty());
 }

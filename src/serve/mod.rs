@@ -54,8 +54,11 @@ pub struct ServeOptions {
     /// pool changes, removed with the pool and on exit), and Allocate answers `cdi_devices`
     /// plus the usual `envs` instead of `devices` and `mounts`. `None`: no CDI at all.
     pub cdi_version: Option<String>,
-    /// Serve `/metrics` (Prometheus) on this address; `None`: no metrics endpoint.
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this address; `None`: no
+    /// metrics endpoint.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve `/healthz` and `/readyz` alone on this address; `None`: none.
+    pub health_addr: Option<SocketAddr>,
     /// Kubelet's pod resources socket, asked at each scrape who holds which device.
     pub pod_resources_socket: PathBuf,
 }
@@ -102,6 +105,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 
     let stats = Arc::new(Stats::default());
     stats.config_loaded(true, false);
+    stats.set_kubelet_socket(plugin_dir.join("kubelet.sock"));
     let (views, views_rx) = tokio::sync::watch::channel(BTreeMap::new());
     // Bound before anything else starts: a taken port is an error now, not a silent task death.
     let metrics = match opts.metrics_addr {
@@ -110,12 +114,23 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 .await
                 .map_err(|source| ServeError::Metrics { addr, source })?;
             let source = http::MetricsSource::new(
-                views_rx,
+                views_rx.clone(),
                 stats.clone(),
                 opts.pod_resources_socket.clone(),
                 opts.paths.sysfs_root.clone(),
             );
-            info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics");
+            info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics, health at /healthz and /readyz");
+            Some(tokio::spawn(http::serve(listener, Arc::new(source))))
+        }
+        None => None,
+    };
+    let health = match opts.health_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Metrics { addr, source })?;
+            let source = http::MetricsSource::health_only(views_rx, stats.clone());
+            info!(addr = %listener.local_addr().unwrap_or(addr), "health at /healthz and /readyz");
             Some(tokio::spawn(http::serve(listener, Arc::new(source))))
         }
         None => None,
@@ -174,7 +189,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         }
     }
     info!("shutting down");
-    if let Some(task) = metrics {
+    for task in [metrics, health].into_iter().flatten() {
         task.abort();
     }
     mgr.shutdown().await;
@@ -417,6 +432,11 @@ impl Manager {
             .map(|(resource, slot)| (resource.clone(), slot.view.borrow().clone()))
             .collect();
         self.views.send_replace(views);
+        self.stats.set_pools(
+            self.slots
+                .iter()
+                .map(|(resource, slot)| (resource.clone(), slot.endpoint.is_some())),
+        );
     }
 
     /// Same pools, new link states.

@@ -1,4 +1,6 @@
-//! Liveness: every nicplug plugin socket answers a cheap call, as kubelet would make it.
+//! Readiness from outside: every nicplug plugin socket answers a cheap call, as kubelet would
+//! make it, and the daemon says (in that answer's metadata) that every pool is registered with
+//! the running kubelet.
 
 use crate::api::Empty;
 use crate::api::device_plugin_client::DevicePluginClient;
@@ -19,10 +21,18 @@ pub async fn probe(plugin_dir: &Path) -> std::io::Result<Vec<(String, Option<Str
             let channel = crate::uds::channel(&plugin_dir.join(&name))
                 .await
                 .map_err(|e| e.to_string())?;
-            DevicePluginClient::new(channel)
+            let answer = DevicePluginClient::new(channel)
                 .get_device_plugin_options(Empty {})
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            match answer
+                .metadata()
+                .get(super::plugin::READY_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some("ok") | None => Ok(()),
+                Some(why) => Err(format!("daemon not ready: {why}")),
+            }
         };
         let err = match tokio::time::timeout(Duration::from_secs(2), call).await {
             Ok(Ok(_)) => None,
