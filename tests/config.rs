@@ -668,6 +668,18 @@ fn files_are_read_by_extension_and_read_errors_are_typed() {
         parse_config_file(&json_path),
         Err(ConfigError::Syntax { line: 1, .. })
     ));
+    // An operator's per-node ConfigMap key has no extension: JSON when it looks like JSON
+    // (with JSON's error messages), YAML otherwise.
+    let node = dir.path().join("worker-1");
+    std::fs::write(&node, r#"{"resourceList": []}"#).unwrap();
+    assert_eq!(parse_config_file(&node).unwrap(), Config::default());
+    std::fs::write(&node, "{\"resourceList\": [}").unwrap();
+    assert!(matches!(
+        parse_config_file(&node),
+        Err(ConfigError::Syntax { line: 1, .. })
+    ));
+    std::fs::write(&node, "resourceList: []\n").unwrap();
+    assert_eq!(parse_config_file(&node).unwrap(), Config::default());
     let missing = dir.path().join("missing.json");
     match parse_config_file(&missing) {
         Err(ConfigError::Read { path, .. }) => assert_eq!(path, missing),
