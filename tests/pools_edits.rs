@@ -319,3 +319,75 @@ fn device_info_file_for_cnis() {
         r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2"}}"#
     );
 }
+
+/// The SR-IOV plugin upper-cases `PCIDEVICE_<prefix>_<name>` and replaces `.` only: a dash in
+/// the prefix or name stays (pods look the variable up by that exact name).
+#[test]
+fn variable_names_keep_dashes_as_the_sriov_plugin_does() {
+    let n = sample();
+    let p = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"cx6-vf","resourcePrefix":"my-corp.com",
+            "selectors":{"devices":["101e"]}}]}"#,
+    );
+    let e = edits_for(&n, &p, "my-corp.com/cx6-vf", "0000:3b:00.2");
+    let names: Vec<&str> = e.env.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "NICPLUG_EAL_ARGS_MY-CORP_COM_CX6-VF",
+            "PCIDEVICE_MY-CORP_COM_CX6-VF",
+            "PCIDEVICE_MY-CORP_COM_CX6-VF_INFO"
+        ]
+    );
+}
+
+/// `extra` is there whenever the resource has `additionalInfo` (empty when no key applies),
+/// absent without it; values are escaped as Go's encoding/json escapes them.
+#[test]
+fn extra_record_presence_and_go_escaping() {
+    let n = sample();
+    let info = |config: &str| {
+        let p = pools_for(&n.host, config);
+        edits_for(&n, &p, "v", "0000:3b:00.2").env["PCIDEVICE_INTEL_COM_V_INFO"].clone()
+    };
+    assert_eq!(
+        info(
+            r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},
+            "additionalInfo":{"0000:3b:00.3":{"net":"b"}}}]}"#
+        ),
+        r#"{"0000:3b:00.2":{"extra":{},"generic":{"deviceID":"0000:3b:00.2"}}}"#
+    );
+    for absent in [
+        r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]}}]}"#,
+        r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},"additionalInfo":null}]}"#,
+    ] {
+        assert_eq!(
+            info(absent),
+            r#"{"0000:3b:00.2":{"generic":{"deviceID":"0000:3b:00.2"}}}"#
+        );
+    }
+    assert_eq!(
+        info(
+            r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},
+            "additionalInfo":{"*":{"q":"<a & b>","nl":"x\ny"}}}]}"#
+        ),
+        r#"{"0000:3b:00.2":{"extra":{"nl":"x\ny","q":"\u003ca \u0026 b\u003e"},"generic":{"deviceID":"0000:3b:00.2"}}}"#
+    );
+}
+
+/// The sample's VF 0000:3b:02.1 has a garbled uverbs `dev`: an isRdma pool leaves it out (its
+/// RDMA side is unknown), a pool that does not need RDMA still offers it.
+#[test]
+fn broken_rdma_side_leaves_only_is_rdma_pools() {
+    let n = sample();
+    let p = pools_for(&n.host, VF_POOL);
+    assert!(!ids(&p, "mellanox.com/cx6dx").contains(&"0000:3b:02.1".to_string()));
+    let p = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"plain","selectors":{"devices":["101e"]}}]}"#,
+    );
+    assert!(ids(&p, "plain").contains(&"0000:3b:02.1".to_string()));
+    let e = edits_for(&n, &p, "plain", "0000:3b:02.1");
+    assert!(e.devices.is_empty() && e.mounts.is_empty());
+}
