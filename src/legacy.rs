@@ -128,11 +128,12 @@ pub fn translate(argv: Vec<OsString>, grammar: &Grammar) -> Result<Translated, L
             // nicplug's own (or unknown: clap's error). Keep its separate value with it.
             passed.push(raw.clone());
             let long = tok.strip_prefix("--").unwrap_or("");
-            if inline.is_none() && grammar.value_flags.iter().any(|f| f == long) {
-                if let Some(v) = rest.get(i + 1) {
-                    passed.push(v.clone());
-                    i += 1;
-                }
+            if inline.is_none()
+                && grammar.value_flags.iter().any(|f| f == long)
+                && let Some(v) = rest.get(i + 1)
+            {
+                passed.push(v.clone());
+                i += 1;
             }
             if matches!(tok, "-V" | "--version") {
                 help = true;

@@ -187,6 +187,10 @@ enum Command {
         /// Kubelet's state directory, as given to `serve`
         #[arg(long, default_value = "/var/lib/kubelet", env = "NICPLUG_KUBELET_DIR")]
         kubelet_dir: PathBuf,
+        /// Liveness only: the sockets answer (registration is not checked, so a kubelet that
+        /// is restarting or refusing does not get the daemon restarted)
+        #[arg(long)]
+        liveness: bool,
     },
     /// Show nicplug on the bundled sample node (no NIC, no root needed): discovery, the real
     /// daemon with a built-in kubelet stand-in, what a DPDK pod gets for one VF, the doctor's
@@ -413,12 +417,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 false => ExitCode::from(1),
             });
         }
-        Command::Probe { kubelet_dir } => {
+        Command::Probe {
+            kubelet_dir,
+            liveness,
+        } => {
             let dir = kubelet_dir.join("device-plugins");
             let results = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve::probe(&dir))
+                .block_on(serve::probe(&dir, !liveness))
                 .with_context(|| format!("listing {}", dir.display()))?;
             // No socket at all is a daemon that serves nothing (not started, or no pool).
             let mut ok = !results.is_empty();

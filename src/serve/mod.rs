@@ -87,7 +87,8 @@ pub enum ServeError {
     },
 }
 
-/// Run until SIGTERM or SIGINT; then stop every endpoint and remove its socket.
+/// Run until SIGTERM, SIGINT, SIGHUP or SIGQUIT; then stop every endpoint and remove its
+/// socket.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let started = Instant::now();
     let plugin_dir = opts.paths.kubelet_dir.join("device-plugins");
@@ -181,11 +182,16 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 
     let mut term = signal(SignalKind::terminate()).map_err(io_err(&PathBuf::from("SIGTERM")))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err(&PathBuf::from("SIGINT")))?;
+    // The SR-IOV plugin also stops cleanly on SIGHUP and SIGQUIT; so does nicplug.
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err(&PathBuf::from("SIGHUP")))?;
+    let mut quit = signal(SignalKind::quit()).map_err(io_err(&PathBuf::from("SIGQUIT")))?;
     loop {
         tokio::select! {
             Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => break,
+            _ = quit.recv() => break,
         }
     }
     info!("shutting down");

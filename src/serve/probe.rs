@@ -8,7 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Outcome per socket: (file name, error if it did not answer).
-pub async fn probe(plugin_dir: &Path) -> std::io::Result<Vec<(String, Option<String>)>> {
+/// `readiness`: also fail a socket whose daemon reports a pool not registered with the running
+/// kubelet.
+pub async fn probe(
+    plugin_dir: &Path,
+    readiness: bool,
+) -> std::io::Result<Vec<(String, Option<String>)>> {
     let mut names: Vec<String> = std::fs::read_dir(plugin_dir)?
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
@@ -30,8 +35,8 @@ pub async fn probe(plugin_dir: &Path) -> std::io::Result<Vec<(String, Option<Str
                 .get(super::plugin::READY_HEADER)
                 .and_then(|v| v.to_str().ok())
             {
-                Some("ok") | None => Ok(()),
-                Some(why) => Err(format!("daemon not ready: {why}")),
+                Some(why) if readiness && why != "ok" => Err(format!("daemon not ready: {why}")),
+                _ => Ok(()),
             }
         };
         let err = match tokio::time::timeout(Duration::from_secs(2), call).await {
