@@ -49,8 +49,8 @@ pub const DEFAULT_VERBOSITY: u32 = 10;
 pub struct Translated {
     /// argv for clap, program name first.
     pub args: Vec<OsString>,
-    /// glog verbosity (`-v`, `--log-level`); `Some` whenever any legacy flag was given (the
-    /// plugin's default then applies), `None` for a nicplug-only command line.
+    /// glog verbosity (`-v`, `--log-level`); `Some` whenever a logging flag of the plugin was
+    /// given (its default, 10, when not `-v`/`--log-level` itself), `None` otherwise.
     pub verbosity: Option<u32>,
     /// One line per flag accepted but not honoured exactly: what nicplug does instead.
     pub notes: Vec<String>,
@@ -199,7 +199,9 @@ impl Glog {
         value: &str,
         passed: &mut Vec<OsString>,
     ) -> Result<(), LegacyError> {
-        self.used = true;
+        // The plugin's own three flags are nicplug options too; only logging flags make the
+        // plugin's log verbosity (and its default) apply.
+        self.used |= !matches!(flag, "config-file" | "resource-prefix" | "use-cdi");
         let bad = |why: &str| LegacyError::BadValue {
             flag: flag.to_string(),
             value: value.to_string(),

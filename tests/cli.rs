@@ -532,3 +532,15 @@ fn probe_fails_without_plugin_sockets() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no nicplug plugin sockets"));
 }
+
+#[test]
+fn plugin_flags_without_logging_flags_keep_nicplug_log_defaults() {
+    let t = grammar_translate(&["--config-file=/c", "-resource-prefix", "x.io"]).unwrap();
+    assert_eq!(
+        args_of(&t),
+        ["serve", "--config=/c", "--resource-prefix=x.io"]
+    );
+    assert_eq!(t.verbosity, None);
+    let t = grammar_translate(&["--log-dir=sriovdp"]).unwrap();
+    assert_eq!(t.verbosity, Some(nicplug::legacy::DEFAULT_VERBOSITY));
+}
