@@ -1,8 +1,10 @@
 //! Container edits: the single truth of what a container gets for a set of device IDs of a pool.
 //! Every output (kubelet's AllocateResponse, CDI, the CLI preview) is a rendering of this.
 
-use crate::config::{DeviceType, RdmaCharDev};
-use crate::host::{CharDev, Device, Host, PciFunction, RdmaNetnsMode, is_bdf, is_sf_name};
+use crate::config::{DeviceType, RdmaCharDev, Selector};
+use crate::host::{
+    CharDev, Device, Host, PciFunction, RdmaNetnsMode, VdpaDevice, is_bdf, is_sf_name,
+};
 use crate::paths::HostPaths;
 use crate::pools::Pool;
 use serde::Serialize;
@@ -102,10 +104,9 @@ pub fn container_edits(
             BTreeMap::from([("deviceID".to_string(), id.clone())]),
         );
 
-        if let Device::Pci(f) = dev
-            && f.driver.as_deref() == Some("vfio-pci")
-        {
-            vfio(&mut edits, &mut entry, f, paths);
+        if let Device::Pci(f) = dev {
+            class_nodes(&mut edits, f, selector, paths);
+            entry.extend(class_records(f, selector));
         }
         let rdma_nodes = rdma_nodes_for(pool, selector.is_rdma);
         if !rdma_nodes.is_empty() {
@@ -166,15 +167,79 @@ fn rdma_nodes_for(pool: &Pool, is_rdma: bool) -> Vec<RdmaCharDev> {
 
 type InfoEntry = BTreeMap<String, BTreeMap<String, String>>;
 
-fn vfio(edits: &mut ContainerEdits, entry: &mut InfoEntry, f: &PciFunction, paths: &HostPaths) {
-    add_node(edits, "/dev/vfio/vfio", paths, None);
-    let mut vfio_info = BTreeMap::from([("mount".to_string(), "/dev/vfio/vfio".to_string())]);
-    if let Some(group) = f.iommu_group {
-        let p = format!("/dev/vfio/{group}");
-        add_node(edits, &p, paths, None);
-        vfio_info.insert("dev-mount".to_string(), p);
+const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
+
+/// The vfio group node: (path in the container, path on the host). A no-IOMMU group's node is
+/// `/dev/vfio/noiommu-N` on the host and `/dev/vfio/N` in the container, where DPDK and QEMU
+/// look for a group.
+fn vfio_group_node(f: &PciFunction) -> Option<(String, String)> {
+    let group = f.iommu_group?;
+    let container = format!("/dev/vfio/{group}");
+    let host = match f.noiommu {
+        true => format!("/dev/vfio/noiommu-{group}"),
+        false => container.clone(),
+    };
+    Some((container, host))
+}
+
+/// The vDPA device a selector with `vdpaType` hands out with `f`.
+fn vdpa_of<'a>(f: &'a PciFunction, selector: &Selector) -> Option<&'a VdpaDevice> {
+    selector.vdpa_type.and(f.vdpa.as_ref())
+}
+
+/// Device nodes of the function's class: vfio (container and group), UIO, vhost-vdpa.
+fn class_nodes(
+    edits: &mut ContainerEdits,
+    f: &PciFunction,
+    selector: &Selector,
+    paths: &HostPaths,
+) {
+    if f.driver.as_deref() == Some("vfio-pci") {
+        add_node(edits, VFIO_CONTAINER, paths, None);
+        if let Some((container, host)) = vfio_group_node(f) {
+            add_node_at(edits, &container, &host, paths, None);
+        }
     }
-    entry.insert("vfio".to_string(), vfio_info);
+    if let Some(u) = &f.uio {
+        add_node(edits, &u.path, paths, Some((u.major, u.minor)));
+    }
+    if let Some(n) = vdpa_of(f, selector).and_then(|v| v.node.as_ref()) {
+        add_node(edits, &n.path, paths, Some((n.major, n.minor)));
+    }
+}
+
+// ---- INFO records of the device classes -------------------------------------------------
+// The `vfio`, `uio` and `vdpa` records of `PCIDEVICE_<..>_INFO`, as the SR-IOV plugin's info
+// providers write them for the same device; kept together for the owner of the INFO format.
+
+/// `(record name, record)` for each class `f` belongs to with this selector.
+fn class_records(f: &PciFunction, selector: &Selector) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut out = Vec::new();
+    let record = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    if f.driver.as_deref() == Some("vfio-pci") {
+        let mut vfio = record(&[("mount", VFIO_CONTAINER)]);
+        if let Some((container, _)) = vfio_group_node(f) {
+            vfio.insert("dev-mount".into(), container);
+        }
+        out.push(("vfio".to_string(), vfio));
+    }
+    if let Some(u) = &f.uio {
+        out.push(("uio".to_string(), record(&[("mount", &u.path)])));
+    }
+    if let Some(v) = vdpa_of(f, selector) {
+        // virtio-vdpa has no node: the plugin writes an empty record.
+        let vdpa = match &v.node {
+            Some(n) => record(&[("mount", &n.path)]),
+            None => BTreeMap::new(),
+        };
+        out.push(("vdpa".to_string(), vdpa));
+    }
+    out
 }
 
 fn rdma(
@@ -276,12 +341,23 @@ fn add_node(
     paths: &HostPaths,
     num: Option<(u32, u32)>,
 ) {
+    add_node_at(edits, canonical, canonical, paths, num);
+}
+
+/// A node whose host path (`/dev/...` under the dev root) differs from its container path.
+fn add_node_at(
+    edits: &mut ContainerEdits,
+    canonical: &str,
+    host: &str,
+    paths: &HostPaths,
+    num: Option<(u32, u32)>,
+) {
     if edits.devices.iter().any(|d| d.container_path == canonical) {
         return;
     }
     edits.devices.push(DeviceNode {
         container_path: canonical.to_string(),
-        host_path: paths.dev_host_path(canonical),
+        host_path: paths.dev_host_path(host),
         permissions: "rw".to_string(),
         major: num.map(|n| n.0),
         minor: num.map(|n| n.1),
