@@ -139,20 +139,33 @@ pub fn container_edits(
     );
     edits.env.insert(key, ids.join(","));
     if pool.config.nicplug.eal_args {
-        edits.env.insert(eal_env_name(pool), eal_args(pool, ids));
+        edits
+            .env
+            .insert(eal_env_name(pool), eal_args(pool, host, ids));
     }
     Ok(edits)
 }
 
 /// DPDK EAL arguments for the allocated functions: an allow-list plus `--iova-mode=va`, which
-/// unprivileged mlx5 needs (no physical addresses without CAP_SYS_ADMIN).
-pub fn eal_args(pool: &Pool, ids: &[String]) -> String {
+/// unprivileged mlx5 needs (no physical addresses without CAP_SYS_ADMIN). Left out when a
+/// function needs physical addresses (UIO, vfio without an IOMMU): EAL refuses to probe such a
+/// device in VA mode, and a pod using one is privileged anyway.
+pub fn eal_args(pool: &Pool, host: &Host, ids: &[String]) -> String {
     let mut args: Vec<String> = ids.iter().map(|id| format!("-a {id}")).collect();
     if pool.config.device_type == DeviceType::AuxNetDevice {
         args = ids.iter().map(|id| format!("-a auxiliary:{id}")).collect();
     }
-    args.push("--iova-mode=va".into());
+    if !ids.iter().any(|id| needs_physical_addresses(host, id)) {
+        args.push("--iova-mode=va".into());
+    }
     args.join(" ")
+}
+
+/// A function DPDK can only drive with physical addresses: bound to a UIO driver, or to
+/// vfio-pci in no-IOMMU mode.
+fn needs_physical_addresses(host: &Host, id: &str) -> bool {
+    host.function(id)
+        .is_some_and(|f| f.uio.is_some() || (f.noiommu && f.driver.as_deref() == Some("vfio-pci")))
 }
 
 /// Which RDMA char devices this pool hands out for a device matched by a selector.

@@ -89,6 +89,11 @@ fn noiommu_group_node_is_handed_out_under_the_group_number() {
         e.env["PCIDEVICE_INTEL_COM_E810_INFO"],
         r#"{"0000:00:05.0":{"generic":{"deviceID":"0000:00:05.0"},"vfio":{"dev-mount":"/dev/vfio/0","mount":"/dev/vfio/vfio"}},"0000:00:06.0":{"generic":{"deviceID":"0000:00:06.0"},"vfio":{"dev-mount":"/dev/vfio/1","mount":"/dev/vfio/vfio"}}}"#
     );
+    // Without an IOMMU, DPDK needs physical addresses: no `--iova-mode=va`.
+    assert_eq!(
+        e.env["NICPLUG_EAL_ARGS_INTEL_COM_E810"],
+        "-a 0000:00:06.0 -a 0000:00:05.0"
+    );
     // CDI renders the same node: the container path and the host's noiommu node.
     let c = cdi::container_edits(&e);
     let group = &c.device_nodes[1];
@@ -151,6 +156,7 @@ fn uio_function_gets_its_node_and_uio_record() {
         e.env["PCIDEVICE_INTEL_COM_UIO_INFO"],
         r#"{"0000:5e:01.1":{"generic":{"deviceID":"0000:5e:01.1"},"uio":{"mount":"/dev/uio1"}}}"#
     );
+    assert_eq!(e.env["NICPLUG_EAL_ARGS_INTEL_COM_UIO"], "-a 0000:5e:01.1");
     // A kernel-bound VF of the same PF gets neither.
     let iavf = pools_for(
         &n.host,
@@ -239,6 +245,10 @@ fn vhost_vdpa_gets_its_node_vdpa_record_and_device_info() {
         e.env["PCIDEVICE_NVIDIA_COM_VHOST_INFO"],
         r#"{"0000:65:00.3":{"generic":{"deviceID":"0000:65:00.3"},"vdpa":{"mount":"/dev/vhost-vdpa-1"}}}"#
     );
+    assert_eq!(
+        e.env["NICPLUG_EAL_ARGS_NVIDIA_COM_VHOST"],
+        "-a 0000:65:00.3 --iova-mode=va"
+    );
     let pool = p.pool("vhost").unwrap();
     let (name, body) = render::device_info(pool, n.host.function("0000:65:00.3").unwrap());
     assert_eq!(name, "nvidia.com-vhost-0000:65:00.3-device.json");
@@ -268,6 +278,17 @@ fn virtio_vdpa_gets_no_node_an_empty_vdpa_record_and_device_info() {
     let plain = p.pool("plain").unwrap();
     let (_, body) = render::device_info(plain, n.host.function("0000:65:00.5").unwrap());
     assert!(body.starts_with(r#"{"type":"pci","#), "{body}");
+}
+
+#[test]
+fn a_deleted_vdpa_device_is_gone_after_any_partial_reread() {
+    let n = node(&host("switchdev-vdpa.yaml"));
+    std::fs::remove_file(n.paths.sysfs_root.join("bus/vdpa/devices/vdpa0")).unwrap();
+    // The event named another function; the vDPA bus is read whole anyway.
+    let h = host::refresh(&n.paths, &n.host, &Scope::function("0000:65:00.7")).unwrap();
+    assert!(h.function("0000:65:00.2").unwrap().vdpa.is_none());
+    assert!(h.function("0000:65:00.3").unwrap().vdpa.is_some());
+    assert_eq!(h, host::discover(&n.paths).unwrap());
 }
 
 #[test]

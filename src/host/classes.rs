@@ -98,6 +98,10 @@ pub(super) fn is_vdpa_skip(s: &Skipped) -> bool {
 /// Reads every vDPA device and hangs it on its parent among `functions` (sorted by address).
 /// Devices whose parent is not a function of interest are passed over silently.
 pub(super) fn attach_vdpa(root: &Path, functions: &mut [PciFunction], skipped: &mut Vec<Skipped>) {
+    // Functions a partial re-read kept carry their old device: read them all afresh.
+    for f in functions.iter_mut() {
+        f.vdpa = None;
+    }
     let list = root.join(VDPA_LIST);
     let names = match list_names(&list) {
         Ok(names) => names,
