@@ -398,3 +398,59 @@ fn discover_shows_driver_and_node_of_each_class() {
         .unwrap();
     assert!(row.contains("vdpa vdpa2:virtio"), "{row}");
 }
+
+// ---- hostile entries -------------------------------------------------------------------------
+
+fn fifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+}
+
+/// Discovery on another thread, failing (not hanging) when it blocks.
+fn discover_within(paths: &nicplug::HostPaths) -> nicplug::host::Host {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = paths.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(host::discover(&p).unwrap());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("discovery blocked (on a FIFO?)")
+}
+
+#[test]
+fn fifos_in_the_new_readers_never_block_and_are_named() {
+    let n = node(&host("switchdev-vdpa.yaml"));
+    let sys = &n.paths.sysfs_root;
+    let vf0 = std::fs::canonicalize(sys.join("bus/pci/devices/0000:65:00.2")).unwrap();
+    // A garbled vhost-vdpa node skips that vDPA device, naming its file; the VF stays.
+    fifo(&vf0.join("vdpa0/vhost-vdpa-0/dev"));
+    // phys_port_name may be unreadable on a real host (EOPNOTSUPP): it reads as absent.
+    let uplink = std::fs::canonicalize(sys.join("class/net/p1p1")).unwrap();
+    fifo(&uplink.join("phys_port_name"));
+    let h = discover_within(&n.paths);
+    assert_eq!(h.skipped.len(), 1, "{:?}", h.skipped);
+    assert_eq!(h.skipped[0].address, "bus/vdpa/devices/vdpa0");
+    assert!(h.skipped[0].file.ends_with("vhost-vdpa-0/dev"));
+    assert!(h.function("0000:65:00.2").unwrap().vdpa.is_none());
+    assert!(h.function("0000:65:00.3").unwrap().vdpa.is_some());
+    let pf = h.function("0000:65:00.0").unwrap();
+    assert_eq!(pf.netdevs[0].name, "p1p1");
+    assert_eq!(pf.netdevs[0].phys_port_name, None);
+
+    let u = node(&host("uio.yaml"));
+    let vf1 =
+        std::fs::canonicalize(u.paths.sysfs_root.join("bus/pci/devices/0000:5e:01.1")).unwrap();
+    fifo(&vf1.join("uio/uio1/dev"));
+    let h = discover_within(&u.paths);
+    assert_eq!(h.skipped.len(), 1, "{:?}", h.skipped);
+    assert_eq!(h.skipped[0].address, "0000:5e:01.1");
+    assert!(h.skipped[0].file.ends_with("uio/uio1/dev"));
+    assert!(h.function("0000:5e:01.0").unwrap().uio.is_some());
+}
