@@ -102,7 +102,8 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
                     reason: "no resource configured".into(),
                 },
                 None => Placement::Unpooled {
-                    reason: "no resource selects it".into(),
+                    reason: vdpa_miss(host, f, config)
+                        .unwrap_or_else(|| "no resource selects it".into()),
                 },
             },
         };
@@ -315,6 +316,42 @@ pub fn selects(host: &Host, s: &Selector, f: &PciFunction) -> bool {
         && s.ddp_profiles.is_empty()
         && s.vdpa_type.is_none_or(|t| vdpa_matches(t, f))
         && (!s.is_rdma || f.rdma.is_some())
+}
+
+/// Why a function is in no pool when only `vdpaType` kept a selector from taking it: a
+/// `vdpaType` pool that stays empty says so in `discover` instead of silently.
+fn vdpa_miss(host: &Host, f: &PciFunction, config: &Config) -> Option<String> {
+    config.resources.iter().find_map(|r| {
+        if !type_accepts(r.device_type, f) {
+            return None;
+        }
+        r.selectors.iter().find_map(|s| {
+            let t = s.vdpa_type?;
+            let without = Selector {
+                vdpa_type: None,
+                ..s.clone()
+            };
+            if !selects(host, &without, f) {
+                return None;
+            }
+            let want = match t {
+                VdpaType::Vhost => "vhost (vhost_vdpa)",
+                VdpaType::Virtio => "virtio (virtio_vdpa)",
+            };
+            let have = match &f.vdpa {
+                None => "it has none".to_string(),
+                Some(v) => format!(
+                    "its {} is bound to {}",
+                    v.name,
+                    v.driver.as_deref().unwrap_or("no driver")
+                ),
+            };
+            Some(format!(
+                "{} wants a vDPA device of type {want}; {have}",
+                r.resource_name
+            ))
+        })
+    })
 }
 
 /// `vdpaType`: the function carries a vDPA device bound to that type's bus driver.

@@ -225,6 +225,19 @@ fn vdpa_type_selects_by_the_bound_vdpa_driver() {
         ids(&p, "plain"),
         s(&["0000:65:00.5", "0000:65:00.6", "0000:65:00.7"])
     );
+    // A vdpaType pool that takes nothing says why in discover.
+    let only = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"vhost","selectors":{"devices":["101e"],"vdpaType":"vhost"}}]}"#,
+    );
+    assert!(matches!(
+        &only.placements["0000:65:00.5"],
+        Placement::Unpooled { reason } if reason == "vhost wants a vDPA device of type vhost (vhost_vdpa); it has none"
+    ));
+    assert!(matches!(
+        &only.placements["0000:65:00.4"],
+        Placement::Unpooled { reason } if reason.ends_with("its vdpa2 is bound to virtio_vdpa")
+    ));
 }
 
 #[test]
