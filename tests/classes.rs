@@ -305,6 +305,29 @@ fn a_deleted_vdpa_device_is_gone_after_any_partial_reread() {
 }
 
 #[test]
+fn a_vdpa_device_of_a_scalable_function_is_not_its_parents() {
+    let n = common::sample();
+    let sys = &n.paths.sysfs_root;
+    let sf = std::fs::canonicalize(sys.join("bus/auxiliary/devices/mlx5_core.sf.4")).unwrap();
+    let dir = sf.join("vdpa9");
+    std::fs::create_dir_all(dir.join("vhost-vdpa-9")).unwrap();
+    std::fs::write(dir.join("vhost-vdpa-9/dev"), "240:9\n").unwrap();
+    std::fs::create_dir_all(sys.join("bus/vdpa/drivers/vhost_vdpa")).unwrap();
+    std::os::unix::fs::symlink(sys.join("bus/vdpa/drivers/vhost_vdpa"), dir.join("driver"))
+        .unwrap();
+    std::fs::create_dir_all(sys.join("bus/vdpa/devices")).unwrap();
+    std::os::unix::fs::symlink(&dir, sys.join("bus/vdpa/devices/vdpa9")).unwrap();
+    let h = host::discover(&n.paths).unwrap();
+    assert_eq!(h.skipped, n.host.skipped);
+    assert!(h.function("0000:af:00.0").unwrap().vdpa.is_none());
+    let p = pools_for(
+        &h,
+        r#"{"resourceList":[{"resourceName":"v","selectors":{"vdpaType":"vhost"}}]}"#,
+    );
+    assert!(ids(&p, "v").is_empty());
+}
+
+#[test]
 fn vdpa_entries_that_leave_the_root_are_skipped_and_named() {
     let n = node(&host("switchdev-vdpa.yaml"));
     let list = n.paths.sysfs_root.join("bus/vdpa/devices");

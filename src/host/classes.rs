@@ -146,12 +146,14 @@ fn vdpa_device(root: &Path, name: &str) -> Res<Option<(String, VdpaDevice)>> {
             "link target is not a directory of that name",
         ));
     }
+    // Drivers make the PCI function itself the parent; a vDPA device further down (under an
+    // mlx5 SF, say) belongs to that child, not to the function.
     let Some(parent) = dir
-        .ancestors()
-        .skip(1)
-        .take_while(|d| d.starts_with(root) && *d != root)
-        .filter_map(|d| d.file_name().and_then(|n| n.to_str()))
-        .find(|n| is_bdf(n))
+        .parent()
+        .filter(|p| p.starts_with(root) && *p != root)
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .filter(|n| is_bdf(n))
     else {
         return Ok(None);
     };
