@@ -50,7 +50,8 @@ struct DeviceInfo<'a> {
 struct VdpaInfo<'a> {
     #[serde(rename = "parent-device")]
     parent_device: &'a str,
-    driver: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a str>,
     #[serde(rename = "pci-address")]
@@ -82,11 +83,10 @@ pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
         .and(f.vdpa.as_ref())
         .map(|v| VdpaInfo {
             parent_device: &v.name,
-            driver: match v.kind {
-                Some(VdpaKind::Vhost) => "vhost",
-                Some(VdpaKind::Virtio) => "virtio",
-                None => "",
-            },
+            driver: v.kind.map(|k| match k {
+                VdpaKind::Vhost => "vhost",
+                VdpaKind::Virtio => "virtio",
+            }),
             path: v.node.as_ref().map(|n| n.path.as_str()),
             pci_address: &f.address,
         });
