@@ -1,6 +1,6 @@
 //! `nicplug discover` output: a table for people and a stable JSON document for scripts.
 
-use crate::host::{AuxFunction, Device, Host, PciFunction};
+use crate::host::{AuxFunction, Device, Host, PciFunction, VdpaKind};
 use crate::pools::{Placement, Pools, aux_link_type, link_type};
 use serde::Serialize;
 use std::fmt::Write;
@@ -73,12 +73,51 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
     }
 }
 
-/// Role of a function: `PF`, `PF (8/8 VFs)` or `VF 3 of 0000:3b:00.0`.
+/// Role of a function: `PF`, `PF (8/8 VFs)` or `VF 3 of 0000:3b:00.0`, plus the number of
+/// switchdev representors under a PF.
 fn role(f: &PciFunction) -> String {
-    match (&f.physfn, &f.sriov) {
+    let role = match (&f.physfn, &f.sriov) {
         (Some(p), _) => format!("VF{} of {}", p.vf_index, p.address),
         (None, Some(s)) => format!("PF {}/{} VFs", s.num_vfs, s.total_vfs),
         (None, None) => "PF".into(),
+    };
+    match f.representors.len() {
+        0 => role,
+        n => format!("{role}, switchdev ({n} representors)"),
+    }
+}
+
+/// The bound driver and, for the classes that have one, the node a container gets: the vfio
+/// group (`noiommu-N` in no-IOMMU mode), `/dev/uioN`, or the vDPA device with its type.
+fn driver_cell(d: Device<'_>) -> String {
+    let driver = d.driver().unwrap_or("(none)").to_string();
+    let Device::Pci(f) = d else {
+        return driver;
+    };
+    let mut extra = Vec::new();
+    if let (Some("vfio-pci"), Some(g)) = (f.driver.as_deref(), f.iommu_group) {
+        extra.push(match f.noiommu {
+            true => format!("/dev/vfio/noiommu-{g}"),
+            false => format!("/dev/vfio/{g}"),
+        });
+    }
+    if let Some(u) = &f.uio {
+        extra.push(u.path.clone());
+    }
+    if let Some(v) = &f.vdpa {
+        let kind = match v.kind {
+            Some(VdpaKind::Vhost) => "vhost",
+            Some(VdpaKind::Virtio) => "virtio",
+            None => v.driver.as_deref().unwrap_or("unbound"),
+        };
+        extra.push(format!("vdpa {}:{kind}", v.name));
+        if let Some(n) = &v.node {
+            extra.push(n.path.clone());
+        }
+    }
+    match extra.is_empty() {
+        true => driver,
+        false => format!("{driver} {}", extra.join(" ")),
     }
 }
 
@@ -123,7 +162,7 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
         rows.push(vec![
             d.id().to_string(),
             model,
-            d.driver().unwrap_or("(none)").to_string(),
+            driver_cell(d),
             role,
             d.netdevs()
                 .iter()

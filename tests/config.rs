@@ -105,7 +105,6 @@ fn expected_full() -> Config {
                 Selector {
                     pci_addresses: strings(&["0000:5e:00.2", "0000:5e:00.3"]),
                     acpi_indexes: strings(&["101"]),
-                    ddp_profiles: strings(&["GTPv1-C/U IPv4/IPv6 payload"]),
                     ..Selector::default()
                 },
             ],
@@ -418,6 +417,23 @@ fn is_rdma_and_vdpa_type_exclude_each_other() {
         &with_selector("netDevice", r#"{"vdpaType": "vdpa"}"#),
         "resourceList[0].selectors[0].vdpaType",
     );
+}
+
+#[test]
+fn ddp_profiles_are_refused_with_the_reason_and_a_fix() {
+    // nicplug reads no DDP profile: accepting the selector would make a pool that silently
+    // selects nothing.
+    let p = problem_at(
+        &with_selector(
+            "netDevice",
+            r#"{"vendors": ["8086"], "ddpProfiles": ["GTPv1-C/U IPv4/IPv6 payload"]}"#,
+        ),
+        "resourceList[0].selectors[0].ddpProfiles",
+    );
+    assert!(p.rule.contains("does not read Intel DDP profiles"), "{p}");
+    assert!(p.fix.contains("pfNames"), "{p}");
+    // An empty list narrows nothing and stays valid, as for every other selector.
+    json(&with_selector("netDevice", r#"{"ddpProfiles": []}"#));
 }
 
 #[test]

@@ -150,8 +150,18 @@ pub fn periodic(every: Duration, tx: Sender<Event>) {
     });
 }
 
-/// Subsystems whose uevents can change what we offer.
-const UEVENT_SUBSYSTEMS: [&str; 5] = ["pci", "net", "infiniband", "infiniband_verbs", "auxiliary"];
+/// Subsystems whose uevents can change what we offer (`vdpa`, `vhost-vdpa` and `uio`: the
+/// device classes' nodes come and go below their function).
+const UEVENT_SUBSYSTEMS: [&str; 8] = [
+    "pci",
+    "net",
+    "infiniband",
+    "infiniband_verbs",
+    "auxiliary",
+    "vdpa",
+    "vhost-vdpa",
+    "uio",
+];
 
 pub fn uevents(tx: Sender<Event>) {
     let mut socket = match TokioSocket::new(NETLINK_KOBJECT_UEVENT) {
@@ -309,6 +319,17 @@ mod tests {
                     "SUBSYSTEM=auxiliary",
                 ],
                 Some(Scope::function("0000:3b:00.0")),
+            ),
+            (
+                vec![
+                    &format!("DEVPATH={vf}/vdpa0/vhost-vdpa-0"),
+                    "SUBSYSTEM=vhost-vdpa",
+                ],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec![&format!("DEVPATH={vf}/uio/uio3"), "SUBSYSTEM=uio"],
+                Some(Scope::function("0000:3b:01.1")),
             ),
             (
                 vec!["DEVPATH=/devices/virtual/net/veth1a2b", "SUBSYSTEM=net"],
