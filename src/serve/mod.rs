@@ -5,7 +5,6 @@
 //! (gRPC endpoints, watchers) own no logic.
 
 mod counters;
-mod health;
 mod http;
 mod metrics;
 mod plugin;
@@ -17,7 +16,7 @@ mod stats;
 mod view;
 mod watch;
 
-pub use health::{LinkStates, healthy};
+pub use crate::health::{LinkStates, verdict};
 pub use preferred::preferred;
 pub use probe::probe;
 pub use server::socket_name;
@@ -227,11 +226,8 @@ impl Manager {
                         None => (why, scope),
                     })
                 }
-                Event::Link { name, up } => {
-                    links_changed |= match up {
-                        Some(up) => self.links.insert(name, up) != Some(up),
-                        None => self.links.remove(&name).is_some(),
-                    }
+                Event::Link { name, live } => {
+                    links_changed |= crate::health::update_link(&mut self.links, name, live)
                 }
             }
         }

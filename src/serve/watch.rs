@@ -3,7 +3,7 @@
 //! - kernel uevents (netlink): functions added/removed, drivers bound/unbound, VFs created;
 //! - inotify on `bus/pci/devices` and `bus/pci/drivers/*`: the same changes on a fixture tree
 //!   (real sysfs sends no inotify events; there the uevents do the work);
-//! - rtnetlink: netdev link up/down, live;
+//! - rtnetlink: netdev link up/down and carrier, live; a PF's VF states on each of its events;
 //! - inotify on the kubelet device-plugins directory: kubelet restarts delete our sockets;
 //! - inotify on the config file's directory: ConfigMap updates swap a symlink there;
 //! - a periodic tick, as a safety net only.
@@ -12,8 +12,12 @@ use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
 use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use crate::health::{LiveLink, VfLinkState};
+use rtnetlink::packet_route::link::{
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, State, VfInfo,
+    VfLinkState as NlVfLinkState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{
     AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_KOBJECT_UEVENT,
 };
@@ -31,7 +35,10 @@ pub enum Event {
     /// Something changed in the config file's directory.
     ConfigTouched,
     /// A netdev's live link state; `None` when it left our namespace.
-    Link { name: String, up: Option<bool> },
+    Link {
+        name: String,
+        live: Option<LiveLink>,
+    },
 }
 
 /// Watch a set of directories with inotify, mapping each event through `f`.
@@ -212,7 +219,12 @@ fn uevent_scope(buf: &[u8]) -> Option<Scope> {
     }
 }
 
-/// Live link state of the netdevs in our network namespace.
+/// Asking rtnetlink for the VF list (`RTEXT_FILTER_VF`), without the VFs' traffic counters.
+fn vf_filter() -> Vec<LinkExtentMask> {
+    vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]
+}
+
+/// Live link state of the netdevs in our network namespace, with each PF's VF states.
 pub fn links(tx: Sender<Event>) {
     let (mut conn, handle, mut messages) = match rtnetlink::new_connection() {
         Ok(c) => c,
@@ -233,7 +245,11 @@ pub fn links(tx: Sender<Event>) {
     tokio::spawn(conn);
     tokio::spawn(async move {
         // Subscribe first, then dump: no change can fall between the two.
-        let mut dump = handle.link().get().execute();
+        let mut dump = handle
+            .link()
+            .get()
+            .set_filter_mask(AddressFamily::Unspec, vf_filter())
+            .execute();
         while let Some(Ok(msg)) = dump.next().await {
             if let Some(ev) = link_event(&msg, false)
                 && tx.send(ev).await.is_err()
@@ -242,16 +258,33 @@ pub fn links(tx: Sender<Event>) {
             }
         }
         while let Some((msg, _)) = messages.next().await {
-            let ev = match msg.payload {
+            let (ev, query) = match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
-                    link_event(&m, false)
+                    (link_event(&m, false), may_have_vfs(&m).then_some(m.header.index))
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
-                    link_event(&m, true)
+                    (link_event(&m, true), None)
                 }
-                _ => None,
+                _ => (None, None),
             };
             if let Some(ev) = ev
+                && tx.send(ev).await.is_err()
+            {
+                return;
+            }
+            // Link events never carry the VF list, and setting a VF's state through its PF
+            // (`ip link set <pf> vf N state ...`) raises nothing but a plain event on the PF:
+            // ask for the list now (one round trip, after the event itself went out).
+            let Some(index) = query else { continue };
+            let mut get = handle
+                .link()
+                .get()
+                .match_index(index)
+                .set_filter_mask(AddressFamily::Unspec, vf_filter())
+                .execute();
+            if let Some(Ok(m)) = get.next().await
+                && m.attributes.iter().any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
+                && let Some(ev) = link_event(&m, false)
                 && tx.send(ev).await.is_err()
             {
                 return;
@@ -260,22 +293,66 @@ pub fn links(tx: Sender<Event>) {
     });
 }
 
+/// A netdev of a device (no `IFLA_LINKINFO` kind, unlike veth, bridge, vlan, ...): possibly a
+/// PF with VFs.
+fn may_have_vfs(msg: &LinkMessage) -> bool {
+    !msg.attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkInfo(_)))
+}
+
 fn link_event(msg: &LinkMessage, deleted: bool) -> Option<Event> {
     let name = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })?;
     if deleted {
-        return Some(Event::Link { name, up: None });
+        return Some(Event::Link { name, live: None });
     }
-    let oper_down = msg.attributes.iter().any(|a| {
-        matches!(
-            a,
-            LinkAttribute::OperState(State::Down | State::LowerLayerDown | State::NotPresent)
-        )
-    });
-    let up = msg.header.flags.contains(LinkFlags::Up) && !oper_down;
-    Some(Event::Link { name, up: Some(up) })
+    Some(Event::Link {
+        name,
+        live: Some(live_link(msg)),
+    })
+}
+
+/// What one `RTM_NEWLINK` says: admin state, carrier, and the VF list when it has one.
+pub(crate) fn live_link(msg: &LinkMessage) -> LiveLink {
+    let mut oper_down = false;
+    let mut carrier = None;
+    let mut vfs = None;
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::OperState(State::Down | State::LowerLayerDown | State::NotPresent) => {
+                oper_down = true
+            }
+            LinkAttribute::Carrier(c) => carrier = Some(*c != 0),
+            LinkAttribute::VfInfoList(list) => {
+                let mut states = std::collections::BTreeMap::new();
+                for info in list {
+                    for attr in &info.0 {
+                        if let VfInfo::LinkState(s) = attr {
+                            let state = match s.state {
+                                NlVfLinkState::Enable => VfLinkState::Enable,
+                                NlVfLinkState::Disable => VfLinkState::Disable,
+                                // auto, and values newer than this build: follow the PF.
+                                _ => VfLinkState::Auto,
+                            };
+                            states.insert(s.vf_id, state);
+                        }
+                    }
+                }
+                vfs = Some(states);
+            }
+            _ => {}
+        }
+    }
+    // Old kernels send no IFLA_CARRIER; IFF_LOWER_UP says the same.
+    let carrier = carrier.unwrap_or_else(|| msg.header.flags.contains(LinkFlags::LowerUp));
+    LiveLink {
+        admin_up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: carrier && !oper_down,
+        vfs,
+    }
 }
 
 #[cfg(test)]
