@@ -236,7 +236,11 @@ pub async fn run(exe: &Path, color: bool) -> Result<String, DemoError> {
     };
     let pf_netdev = pf.netdevs.first().map_or("-", |n| n.name.as_str());
     if let Some(n) = pf.netdevs.first() {
-        let dir = paths.sysfs_root.join(&pf.sysfs_dir).join("net").join(&n.name);
+        let dir = paths
+            .sysfs_root
+            .join(&pf.sysfs_dir)
+            .join("net")
+            .join(&n.name);
         std::fs::write(dir.join("carrier"), "0\n")?;
         std::fs::write(dir.join("operstate"), "down\n")?;
     }

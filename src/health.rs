@@ -81,17 +81,27 @@ pub enum Reason {
     /// Healthy although the device's own netdev or RDMA port is down (the uplink rule).
     OwnLinkIgnored,
     /// Healthy whatever the uplink: the PF forces the VF's link up.
-    VfForcedUp { pf: String, vf: u32 },
+    VfForcedUp {
+        pf: String,
+        vf: u32,
+    },
     /// No driver bound to the function.
     NoDriver,
     /// The device is no longer on the host.
     Gone,
     /// The PF sets the VF's link state to `disable`.
-    VfDisabled { pf: String, vf: u32 },
+    VfDisabled {
+        pf: String,
+        vf: u32,
+    },
     /// The uplink netdev is administratively down.
-    PfAdminDown { pf: String },
+    PfAdminDown {
+        pf: String,
+    },
     /// The uplink netdev has no carrier.
-    PfNoCarrier { pf: String },
+    PfNoCarrier {
+        pf: String,
+    },
     /// The uplink's RDMA port is not physically up (`phys_state` other than `LinkUp`).
     PfPortDown {
         ibdev: String,
@@ -99,7 +109,9 @@ pub enum Reason {
         phys_state: String,
     },
     /// Strict rule: the device's own netdev is down.
-    OwnLinkDown { netdev: String },
+    OwnLinkDown {
+        netdev: String,
+    },
     /// Strict rule: the device's own RDMA port is not `ACTIVE`.
     OwnPortDown {
         ibdev: String,
@@ -269,12 +281,14 @@ fn own_link_down(d: Device<'_>, links: &LinkStates) -> Option<Reason> {
     }
     let rdma = d.rdma()?;
     let live_netdev = d.netdevs().iter().any(|n| links.contains_key(&n.name));
-    let port_down = |p: &&RdmaPort| {
-        p.state != "ACTIVE" && !(live_netdev && p.link_layer == "Ethernet")
-    };
-    rdma.ports.iter().find(port_down).map(|p| Reason::OwnPortDown {
-        ibdev: rdma.ibdev.clone().unwrap_or_else(|| d.id().to_string()),
-        port: p.number,
-        state: p.state.clone(),
-    })
+    let port_down =
+        |p: &&RdmaPort| p.state != "ACTIVE" && !(live_netdev && p.link_layer == "Ethernet");
+    rdma.ports
+        .iter()
+        .find(port_down)
+        .map(|p| Reason::OwnPortDown {
+            ibdev: rdma.ibdev.clone().unwrap_or_else(|| d.id().to_string()),
+            port: p.number,
+            state: p.state.clone(),
+        })
 }

@@ -7,8 +7,7 @@ use std::path::Path;
 use nicplug::config::range::{MAX_VF_INDEX, VfRangeError};
 use nicplug::config::{
     Config, ConfigError, DeviceType, Format, HealthRule, NicplugOptions, PfSelector, Problem,
-    RdmaCharDev,
-    ResourceConfig, Selector, VdpaType, VfRange, parse_config, parse_config_file,
+    RdmaCharDev, ResourceConfig, Selector, VdpaType, VfRange, parse_config, parse_config_file,
 };
 use proptest::prelude::*;
 
@@ -567,7 +566,10 @@ fn nicplug_options_are_checked_strictly() {
         &config(r#"{"health": "always"}"#),
         "resourceList[0].nicplug.health",
     );
-    assert!(p.fix.contains(r#""uplink""#) && p.fix.contains(r#""strict""#), "{p}");
+    assert!(
+        p.fix.contains(r#""uplink""#) && p.fix.contains(r#""strict""#),
+        "{p}"
+    );
     problem_at(
         &config(r#"{"health": true}"#),
         "resourceList[0].nicplug.health",

@@ -1,10 +1,10 @@
 //! What one pool's plugin serves at a moment: the pool, the host snapshot it came from and the
 //! health of each device. Replaced whole on every change and shared with the gRPC handlers.
 
-use crate::health::{LinkStates, Reason, verdict};
 use crate::HostPaths;
 use crate::api;
 use crate::edits::{self, ContainerEdits, EditError};
+use crate::health::{LinkStates, Reason, verdict};
 use crate::host::Host;
 use crate::pools::Pool;
 use std::collections::BTreeMap;

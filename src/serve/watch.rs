@@ -8,11 +8,11 @@
 //! - inotify on the config file's directory: ConfigMap updates swap a symlink there;
 //! - a periodic tick, as a safety net only.
 
+use crate::health::{LiveLink, VfLinkState};
 use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
 use rtnetlink::packet_core::NetlinkPayload;
-use crate::health::{LiveLink, VfLinkState};
 use rtnetlink::packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, State, VfInfo,
     VfLinkState as NlVfLinkState,
@@ -259,9 +259,10 @@ pub fn links(tx: Sender<Event>) {
         }
         while let Some((msg, _)) = messages.next().await {
             let (ev, query) = match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
-                    (link_event(&m, false), may_have_vfs(&m).then_some(m.header.index))
-                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => (
+                    link_event(&m, false),
+                    may_have_vfs(&m).then_some(m.header.index),
+                ),
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                     (link_event(&m, true), None)
                 }
@@ -283,7 +284,9 @@ pub fn links(tx: Sender<Event>) {
                 .set_filter_mask(AddressFamily::Unspec, vf_filter())
                 .execute();
             if let Some(Ok(m)) = get.next().await
-                && m.attributes.iter().any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
+                && m.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
                 && let Some(ev) = link_event(&m, false)
                 && tx.send(ev).await.is_err()
             {
@@ -400,5 +403,140 @@ mod tests {
         ] {
             assert_eq!(uevent_scope(&uevent(&fields)), want, "{fields:?}");
         }
+    }
+
+    /// One netlink attribute as the kernel lays it out: length, type, payload, padding to 4.
+    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+        out
+    }
+
+    /// An `RTM_NEWLINK` body (`ifinfomsg` + attributes), as the kernel answers a get with
+    /// `RTEXT_FILTER_VF`.
+    fn newlink(flags: u32, attrs: &[Vec<u8>]) -> LinkMessage {
+        use rtnetlink::packet_core::Parseable;
+        use rtnetlink::packet_route::link::LinkMessageBuffer;
+        // family, pad, type (ARPHRD_ETHER), index, flags, change
+        let mut buf = vec![0u8, 0];
+        buf.extend_from_slice(&1u16.to_ne_bytes());
+        buf.extend_from_slice(&4i32.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        for a in attrs {
+            buf.extend_from_slice(a);
+        }
+        LinkMessage::parse(&LinkMessageBuffer::new(&buf)).expect("a valid RTM_NEWLINK")
+    }
+
+    #[test]
+    fn vf_states_are_read_from_the_vf_info_list() {
+        const IFF_UP: u32 = 1;
+        const IFF_LOWER_UP: u32 = 1 << 16;
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_OPERSTATE: u16 = 16;
+        const IFLA_VFINFO_LIST: u16 = 22;
+        const IFLA_CARRIER: u16 = 33;
+        const NLA_F_NESTED: u16 = 1 << 15;
+        const IFLA_VF_INFO: u16 = 1;
+        const IFLA_VF_MAC: u16 = 1;
+        const IFLA_VF_LINK_STATE: u16 = 5;
+        // struct ifla_vf_mac { __u32 vf; __u8 mac[32]; }, struct ifla_vf_link_state { __u32 vf;
+        // __u32 link_state; } with 0 auto, 1 enable, 2 disable.
+        let vf = |index: u32, state: u32| {
+            let mut mac = index.to_ne_bytes().to_vec();
+            mac.extend_from_slice(&[0x0c, 0x42, 0xa1, 0x5e, 0x7a, index as u8]);
+            mac.resize(4 + 32, 0);
+            let mut link = index.to_ne_bytes().to_vec();
+            link.extend_from_slice(&state.to_ne_bytes());
+            let mut body = nla(IFLA_VF_MAC, &mac);
+            body.extend(nla(IFLA_VF_LINK_STATE, &link));
+            nla(IFLA_VF_INFO | NLA_F_NESTED, &body)
+        };
+        let list: Vec<u8> = [vf(0, 0), vf(3, 2), vf(5, 1), vf(6, 7)].concat();
+        let msg = newlink(
+            IFF_UP | IFF_LOWER_UP,
+            &[
+                nla(IFLA_IFNAME, b"ens1f0\0"),
+                nla(IFLA_OPERSTATE, &[6]), // IF_OPER_UP
+                nla(IFLA_CARRIER, &[1]),
+                nla(IFLA_VFINFO_LIST | NLA_F_NESTED, &list),
+            ],
+        );
+        let live = live_link(&msg);
+        assert_eq!(
+            live,
+            LiveLink {
+                admin_up: true,
+                carrier: true,
+                vfs: Some(
+                    [
+                        (0, VfLinkState::Auto),
+                        (3, VfLinkState::Disable),
+                        (5, VfLinkState::Enable),
+                        (6, VfLinkState::Auto), // a state newer than this build: follow the PF
+                    ]
+                    .into()
+                ),
+            }
+        );
+
+        // A plain link event keeps the VF list learnt before, and says the carrier is gone.
+        let event = newlink(
+            IFF_UP,
+            &[
+                nla(IFLA_IFNAME, b"ens1f0\0"),
+                nla(IFLA_OPERSTATE, &[2]), // IF_OPER_DOWN
+                nla(IFLA_CARRIER, &[0]),
+            ],
+        );
+        let mut links = crate::health::LinkStates::new();
+        let Some(Event::Link {
+            name,
+            live: Some(first),
+        }) = link_event(&msg, false)
+        else {
+            panic!("no link event")
+        };
+        assert!(crate::health::update_link(&mut links, name, Some(first)));
+        let Some(Event::Link { name, live: later }) = link_event(&event, false) else {
+            panic!("no link event")
+        };
+        assert_eq!(later.as_ref().map(|l| l.vfs.is_none()), Some(true));
+        assert!(crate::health::update_link(&mut links, name, later));
+        assert_eq!(
+            links["ens1f0"],
+            LiveLink {
+                admin_up: true,
+                carrier: false,
+                vfs: live.vfs.clone(),
+            }
+        );
+
+        // The policy given that state, on the sample node: VF 3 of ens1f0 is disabled, VF 5
+        // forced up survives the lost carrier, the others follow it.
+        let tmp = tempfile::tempdir().unwrap();
+        let paths =
+            crate::fixture::materialize(&crate::fixture::sample_node(), tmp.path()).unwrap();
+        let host = crate::host::discover(&paths).unwrap();
+        let says = |id: &str| {
+            let d = host.device(id).unwrap();
+            crate::health::verdict(d, &host, &links, crate::config::HealthRule::Uplink).to_string()
+        };
+        assert_eq!(
+            says("0000:3b:00.5"),
+            "unhealthy: VF 3 disabled on PF ens1f0"
+        );
+        assert_eq!(
+            says("0000:3b:00.7"),
+            "healthy (VF 5 link forced up on PF ens1f0)"
+        );
+        assert_eq!(says("0000:3b:00.2"), "unhealthy: PF ens1f0 no carrier");
+        assert_eq!(says("0000:3b:01.2"), "healthy");
+        // No IFLA_CARRIER (old kernels): IFF_LOWER_UP says it.
+        let old = newlink(IFF_UP | IFF_LOWER_UP, &[nla(IFLA_IFNAME, b"ens1f0\0")]);
+        assert!(live_link(&old).carrier);
     }
 }
