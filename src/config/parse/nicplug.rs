@@ -49,10 +49,11 @@ impl Walk {
                 None => {
                     let fix = match suggest(text, &names) {
                         Some(name) => format!("use {}", quote(name)),
-                        None => format!(
-                            "use \"uplink\" (the default: the PF's link, the VF's state on its PF) \
-                             or \"strict\" (also the device's own netdev and RDMA port)"
-                        ),
+                        None => {
+                            "use \"uplink\" (the default: the PF's link, the VF's state on its \
+                                 PF) or \"strict\" (also the device's own netdev and RDMA port)"
+                                .to_owned()
+                        }
                     };
                     self.problem(
                         &p,
