@@ -445,7 +445,8 @@ mod tests {
         const IFLA_VF_LINK_STATE: u16 = 5;
         // struct ifla_vf_mac { __u32 vf; __u8 mac[32]; }, struct ifla_vf_link_state { __u32 vf;
         // __u32 link_state; } with 0 auto, 1 enable, 2 disable.
-        let vf = |index: u32, state: u32| {
+        // The kernel nests with `nla_nest_start_noflag` (no NLA_F_NESTED); accept both.
+        let vf = |index: u32, state: u32, nested: u16| {
             let mut mac = index.to_ne_bytes().to_vec();
             mac.extend_from_slice(&[0x0c, 0x42, 0xa1, 0x5e, 0x7a, index as u8]);
             mac.resize(4 + 32, 0);
@@ -453,18 +454,25 @@ mod tests {
             link.extend_from_slice(&state.to_ne_bytes());
             let mut body = nla(IFLA_VF_MAC, &mac);
             body.extend(nla(IFLA_VF_LINK_STATE, &link));
-            nla(IFLA_VF_INFO | NLA_F_NESTED, &body)
+            nla(IFLA_VF_INFO | nested, &body)
         };
-        let list: Vec<u8> = [vf(0, 0), vf(3, 2), vf(5, 1), vf(6, 7)].concat();
-        let msg = newlink(
-            IFF_UP | IFF_LOWER_UP,
-            &[
-                nla(IFLA_IFNAME, b"ens1f0\0"),
-                nla(IFLA_OPERSTATE, &[6]), // IF_OPER_UP
-                nla(IFLA_CARRIER, &[1]),
-                nla(IFLA_VFINFO_LIST | NLA_F_NESTED, &list),
-            ],
-        );
+        let pf = |nested: u16| {
+            let list: Vec<u8> = [(0, 0), (3, 2), (5, 1), (6, 7)]
+                .into_iter()
+                .flat_map(|(i, state)| vf(i, state, nested))
+                .collect();
+            newlink(
+                IFF_UP | IFF_LOWER_UP,
+                &[
+                    nla(IFLA_IFNAME, b"ens1f0\0"),
+                    nla(IFLA_OPERSTATE, &[6]), // IF_OPER_UP
+                    nla(IFLA_CARRIER, &[1]),
+                    nla(IFLA_VFINFO_LIST | nested, &list),
+                ],
+            )
+        };
+        let msg = pf(0);
+        assert_eq!(live_link(&pf(NLA_F_NESTED)), live_link(&msg));
         let live = live_link(&msg);
         assert_eq!(
             live,
