@@ -16,7 +16,7 @@ mod stats;
 mod view;
 mod watch;
 
-pub use crate::health::{LinkStates, verdict};
+pub use crate::health::LinkStates;
 pub use preferred::preferred;
 pub use probe::probe;
 pub use server::socket_name;
