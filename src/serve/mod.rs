@@ -361,7 +361,7 @@ impl Manager {
         for (resource, view) in wanted {
             match self.slots.get_mut(&resource) {
                 Some(slot) => {
-                    slot.view.send_replace(view);
+                    view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
                     if slot.endpoint.is_none() {
                         restart(&self.plugin_dir, &resource, slot, &self.opts, &self.stats).await;
                     }
@@ -424,7 +424,8 @@ impl Manager {
             };
             let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
             view.cdi = published;
-            slot.view.send_replace(Arc::new(view));
+            let view = Arc::new(view);
+            view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
         }
         self.publish_views();
     }

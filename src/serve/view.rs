@@ -115,6 +115,31 @@ impl PoolView {
     }
 }
 
+/// Say which devices turned Healthy or Unhealthy between two views of a pool, one line per
+/// verdict (a PF losing carrier is one line for all its VFs).
+pub fn log_health_changes(old: &PoolView, new: &PoolView) {
+    let mut changed: BTreeMap<(bool, String), Vec<&str>> = BTreeMap::new();
+    for (id, ok) in &new.health {
+        if old.health.get(id).is_some_and(|was| was != ok) {
+            let why = new
+                .reasons
+                .get(id)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            changed.entry((*ok, why)).or_default().push(id);
+        }
+    }
+    for ((ok, why), ids) in changed {
+        let resource = &new.pool.name;
+        let devices = ids.join(",");
+        if ok {
+            tracing::info!(%resource, %devices, reason = %why, "devices Healthy again");
+        } else {
+            tracing::warn!(%resource, %devices, reason = %why, "devices Unhealthy");
+        }
+    }
+}
+
 pub fn list_response(devices: &[Advertised]) -> api::ListAndWatchResponse {
     api::ListAndWatchResponse {
         devices: devices
