@@ -1,5 +1,6 @@
 //! `nicplug discover` output: a table for people and a stable JSON document for scripts.
 
+use crate::health::{self, LinkStates, Verdict};
 use crate::host::{AuxFunction, Device, Host, PciFunction, VdpaKind};
 use crate::pools::{Placement, Pools, aux_link_type, link_type};
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub struct FunctionReport<'a> {
     pub function: &'a PciFunction,
     pub link_type: Option<String>,
     pub placement: Option<&'a Placement>,
+    /// What `serve` would advertise from this snapshot (see [`verdict`]).
+    pub health: Verdict,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +34,7 @@ pub struct AuxFunctionReport<'a> {
     pub function: &'a AuxFunction,
     pub link_type: Option<String>,
     pub placement: Option<&'a Placement>,
+    pub health: Verdict,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +54,7 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
                 function: f,
                 link_type: link_type(f),
                 placement: pools.placements.get(&f.address),
+                health: verdict(host, pools, Device::Pci(f)),
             })
             .collect(),
         aux_functions: host
@@ -59,6 +64,7 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
                 function: a,
                 link_type: aux_link_type(a),
                 placement: pools.placements.get(&a.name),
+                health: verdict(host, pools, Device::Aux(a)),
             })
             .collect(),
         pools: pools
@@ -121,15 +127,14 @@ fn driver_cell(d: Device<'_>) -> String {
     }
 }
 
-/// Link state: the netdev's operstate, else the first RDMA port's state.
-fn link_state(d: Device<'_>) -> String {
-    if let Some(n) = d.netdevs().first() {
-        return n.operstate.clone();
-    }
-    d.rdma()
-        .and_then(|r| r.ports.first())
-        .map(|p| p.state.to_ascii_lowercase())
-        .unwrap_or_else(|| "-".into())
+/// A device's health as `serve` judges it from this snapshot alone (no live rtnetlink state):
+/// under its pool's rule, the default rule when it is in no pool.
+pub fn verdict(host: &Host, pools: &Pools, d: Device<'_>) -> Verdict {
+    let rule = match pools.placements.get(d.id()) {
+        Some(Placement::Pool { resource }) => pools.pool(resource).map(|p| p.config.nicplug.health),
+        _ => None,
+    };
+    health::verdict(d, host, &LinkStates::new(), rule.unwrap_or_default())
 }
 
 /// The people's table of `nicplug discover`.
@@ -175,7 +180,7 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
                 .map(|u| format!("{} {}:{}", u.name, u.major, u.minor))
                 .unwrap_or_else(|| "-".into()),
             d.numa_node().map_or("-".into(), |n| n.to_string()),
-            link_state(d),
+            verdict(host, pools, d).to_string(),
             placement,
         ]);
     }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use nicplug::config::range::{MAX_VF_INDEX, VfRangeError};
 use nicplug::config::{
-    Config, ConfigError, DeviceType, Format, NicplugOptions, PfSelector, Problem, RdmaCharDev,
-    ResourceConfig, Selector, VdpaType, VfRange, parse_config, parse_config_file,
+    Config, ConfigError, DeviceType, Format, HealthRule, NicplugOptions, PfSelector, Problem,
+    RdmaCharDev, ResourceConfig, Selector, VdpaType, VfRange, parse_config, parse_config_file,
 };
 use proptest::prelude::*;
 
@@ -87,6 +87,7 @@ fn expected_full() -> Config {
             counters_mount: false,
             rdma_devices: Some(vec![RdmaCharDev::Uverbs, RdmaCharDev::RdmaCm]),
             eal_args: false,
+            health: HealthRule::Strict,
         },
         ..resource(
             "cx6dx_dpdk",
@@ -563,6 +564,32 @@ fn nicplug_options_are_checked_strictly() {
         ]
     );
     problem_at(&config("[]"), "resourceList[0].nicplug");
+
+    // The health rule: two words, the typo named with its fix.
+    assert_eq!(
+        json(&config(r#"{"health": "strict"}"#)).resources[0]
+            .nicplug
+            .health,
+        HealthRule::Strict
+    );
+    let p = problem_at(
+        &config(r#"{"health": "stritc"}"#),
+        "resourceList[0].nicplug.health",
+    );
+    assert_eq!(p.rule, r#""stritc" is not one of uplink, strict"#, "{p}");
+    assert_eq!(p.fix, r#"use "strict""#, "{p}");
+    let p = problem_at(
+        &config(r#"{"health": "always"}"#),
+        "resourceList[0].nicplug.health",
+    );
+    assert!(
+        p.fix.contains(r#""uplink""#) && p.fix.contains(r#""strict""#),
+        "{p}"
+    );
+    problem_at(
+        &config(r#"{"health": true}"#),
+        "resourceList[0].nicplug.health",
+    );
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct NetDev {
     pub mac: Option<String>,
     /// `up`, `down`, `unknown`, ... from `operstate`.
     pub operstate: String,
+    /// `carrier`; `None` when unreadable (the kernel refuses the read while the link is
+    /// administratively down).
+    pub carrier: Option<bool>,
     /// `ether`, `infiniband`, ... derived from the ARPHRD `type`.
     pub link_type: String,
     /// This netdev carries the IPv4 default route (never offered, like the SR-IOV plugin).
@@ -51,6 +54,9 @@ pub struct RdmaPort {
     pub number: u32,
     /// State name without the number, e.g. `ACTIVE`, `DOWN`.
     pub state: String,
+    /// Physical state name without the number, e.g. `LinkUp`, `Disabled`, `Polling`; `None`
+    /// when the file is absent.
+    pub phys_state: Option<String>,
     /// `Ethernet` or `InfiniBand`.
     pub link_layer: String,
     /// Default partition key (`pkeys/0`), e.g. `0xffff`; InfiniBand only.

@@ -430,6 +430,15 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
         out.push(NetDev {
             mac: attr(&d.join("address"))?,
             operstate: attr(&d.join("operstate"))?.unwrap_or_else(|| "unknown".into()),
+            // Reading `carrier` of an administratively down link fails (EINVAL): not a broken
+            // function, just no carrier to tell.
+            carrier: read_bounded(&d.join("carrier"))
+                .ok()
+                .and_then(|s| match s.trim() {
+                    "1" => Some(true),
+                    "0" => Some(false),
+                    _ => None,
+                }),
             link_type,
             default_route: false,
             phys_port_name: classes::port_attr(&d, "phys_port_name"),
@@ -481,6 +490,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
             real_dir(&pd)?;
             let number = parse(&pd, &p)?;
             let state = required(&pd.join("state"))?;
+            let phys_state = attr(&pd.join("phys_state"))?;
             let link_layer = attr(&pd.join("link_layer"))?.unwrap_or_default();
             // Partition keys mean something on InfiniBand only; skip the read on Ethernet.
             let pkey = match link_layer.as_str() {
@@ -497,6 +507,9 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
                     .split_once(": ")
                     .map_or(state.as_str(), |x| x.1)
                     .to_string(),
+                // "5: LinkUp" -> "LinkUp"
+                phys_state: phys_state
+                    .map(|s| s.split_once(": ").map_or(s.as_str(), |x| x.1).to_string()),
                 link_layer,
                 pkey,
                 sysfs_dir: sysfs_dir

@@ -38,6 +38,14 @@ struct PortLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabels {
+    resource: String,
+    device: String,
+    /// The verdict's reason, worded as `discover`'s LINK column words it.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NetdevLabels {
     resource: String,
     device: String,
@@ -55,6 +63,7 @@ pub fn render(s: &Scrape) -> String {
     let mut reg = Registry::with_prefix("nicplug");
     let pool_gauge = Family::<PoolLabels, Gauge>::default;
     let (devices, healthy, allocated) = (pool_gauge(), pool_gauge(), pool_gauge());
+    let device_healthy = Family::<DeviceLabels, Gauge>::default();
     let hw = Family::<PortLabels, Counter>::default();
     let port = Family::<PortLabels, Counter>::default();
     let netdev: Vec<Family<NetdevLabels, Counter>> =
@@ -70,6 +79,17 @@ pub fn render(s: &Scrape) -> String {
             .set(view.pool.devices.len() as i64);
         let up = view.health.values().filter(|ok| **ok).count();
         healthy.get_or_create(&pool).set(up as i64);
+        for (id, ok) in &view.health {
+            let labels = DeviceLabels {
+                resource: resource.clone(),
+                device: id.clone(),
+                reason: view
+                    .reasons
+                    .get(id)
+                    .map_or_else(String::new, ToString::to_string),
+            };
+            device_healthy.get_or_create(&labels).set(i64::from(*ok));
+        }
         let ids: BTreeSet<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
         allocated.get_or_create(&pool).set(ids.len() as i64);
         for (id, (namespace, pod, container)) in &held {
@@ -126,6 +146,12 @@ pub fn render(s: &Scrape) -> String {
         "pool_healthy_devices",
         "Devices of the pool advertised Healthy",
         healthy,
+    );
+    reg.register(
+        "device_healthy",
+        "1 when the device is advertised Healthy, else 0; reason says why (as discover's LINK \
+         column)",
+        device_healthy,
     );
     reg.register(
         "pool_allocated_devices",

@@ -5,7 +5,6 @@
 //! (gRPC endpoints, watchers) own no logic.
 
 mod counters;
-mod health;
 mod http;
 mod metrics;
 mod plugin;
@@ -17,7 +16,7 @@ mod stats;
 mod view;
 mod watch;
 
-pub use health::{LinkStates, healthy};
+pub use crate::health::LinkStates;
 pub use preferred::preferred;
 pub use probe::probe;
 pub use server::socket_name;
@@ -248,11 +247,8 @@ impl Manager {
                         None => (why, scope),
                     })
                 }
-                Event::Link { name, up } => {
-                    links_changed |= match up {
-                        Some(up) => self.links.insert(name, up) != Some(up),
-                        None => self.links.remove(&name).is_some(),
-                    }
+                Event::Link { name, live } => {
+                    links_changed |= crate::health::update_link(&mut self.links, name, live)
                 }
             }
         }
@@ -386,7 +382,7 @@ impl Manager {
         for (resource, view) in wanted {
             match self.slots.get_mut(&resource) {
                 Some(slot) => {
-                    slot.view.send_replace(view);
+                    view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
                     if slot.endpoint.is_none() {
                         restart(&self.plugin_dir, &resource, slot, &self.opts, &self.stats).await;
                     }
@@ -454,7 +450,8 @@ impl Manager {
             };
             let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
             view.cdi = published;
-            slot.view.send_replace(Arc::new(view));
+            let view = Arc::new(view);
+            view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
         }
         self.publish_views();
     }

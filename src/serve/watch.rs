@@ -3,17 +3,21 @@
 //! - kernel uevents (netlink): functions added/removed, drivers bound/unbound, VFs created;
 //! - inotify on `bus/pci/devices` and `bus/pci/drivers/*`: the same changes on a fixture tree
 //!   (real sysfs sends no inotify events; there the uevents do the work);
-//! - rtnetlink: netdev link up/down, live;
+//! - rtnetlink: netdev link up/down and carrier, live; a PF's VF states on each of its events;
 //! - inotify on the kubelet device-plugins directory: kubelet restarts delete our sockets;
 //! - inotify on the config file's directory: ConfigMap updates swap a symlink there;
 //! - a periodic tick, as a safety net only.
 
+use crate::health::{LiveLink, VfLinkState};
 use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
 use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::link::{
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, State, VfInfo,
+    VfLinkState as NlVfLinkState,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{
     AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_KOBJECT_UEVENT,
 };
@@ -31,7 +35,10 @@ pub enum Event {
     /// Something changed in the config file's directory.
     ConfigTouched,
     /// A netdev's live link state; `None` when it left our namespace.
-    Link { name: String, up: Option<bool> },
+    Link {
+        name: String,
+        live: Option<LiveLink>,
+    },
 }
 
 /// Watch a set of directories with inotify, mapping each event through `f`.
@@ -222,7 +229,12 @@ fn uevent_scope(buf: &[u8]) -> Option<Scope> {
     }
 }
 
-/// Live link state of the netdevs in our network namespace.
+/// Asking rtnetlink for the VF list (`RTEXT_FILTER_VF`), without the VFs' traffic counters.
+fn vf_filter() -> Vec<LinkExtentMask> {
+    vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]
+}
+
+/// Live link state of the netdevs in our network namespace, with each PF's VF states.
 pub fn links(tx: Sender<Event>) {
     let (mut conn, handle, mut messages) = match rtnetlink::new_connection() {
         Ok(c) => c,
@@ -243,7 +255,11 @@ pub fn links(tx: Sender<Event>) {
     tokio::spawn(conn);
     tokio::spawn(async move {
         // Subscribe first, then dump: no change can fall between the two.
-        let mut dump = handle.link().get().execute();
+        let mut dump = handle
+            .link()
+            .get()
+            .set_filter_mask(AddressFamily::Unspec, vf_filter())
+            .execute();
         while let Some(Ok(msg)) = dump.next().await {
             if let Some(ev) = link_event(&msg, false)
                 && tx.send(ev).await.is_err()
@@ -252,16 +268,36 @@ pub fn links(tx: Sender<Event>) {
             }
         }
         while let Some((msg, _)) = messages.next().await {
-            let ev = match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
-                    link_event(&m, false)
-                }
+            let (ev, query) = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => (
+                    link_event(&m, false),
+                    may_have_vfs(&m).then_some(m.header.index),
+                ),
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
-                    link_event(&m, true)
+                    (link_event(&m, true), None)
                 }
-                _ => None,
+                _ => (None, None),
             };
             if let Some(ev) = ev
+                && tx.send(ev).await.is_err()
+            {
+                return;
+            }
+            // Link events never carry the VF list, and setting a VF's state through its PF
+            // (`ip link set <pf> vf N state ...`) raises nothing but a plain event on the PF:
+            // ask for the list now (one round trip, after the event itself went out).
+            let Some(index) = query else { continue };
+            let mut get = handle
+                .link()
+                .get()
+                .match_index(index)
+                .set_filter_mask(AddressFamily::Unspec, vf_filter())
+                .execute();
+            if let Some(Ok(m)) = get.next().await
+                && m.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
+                && let Some(ev) = link_event(&m, false)
                 && tx.send(ev).await.is_err()
             {
                 return;
@@ -270,22 +306,66 @@ pub fn links(tx: Sender<Event>) {
     });
 }
 
+/// A netdev of a device (no `IFLA_LINKINFO` kind, unlike veth, bridge, vlan, ...): possibly a
+/// PF with VFs.
+fn may_have_vfs(msg: &LinkMessage) -> bool {
+    !msg.attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkInfo(_)))
+}
+
 fn link_event(msg: &LinkMessage, deleted: bool) -> Option<Event> {
     let name = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })?;
     if deleted {
-        return Some(Event::Link { name, up: None });
+        return Some(Event::Link { name, live: None });
     }
-    let oper_down = msg.attributes.iter().any(|a| {
-        matches!(
-            a,
-            LinkAttribute::OperState(State::Down | State::LowerLayerDown | State::NotPresent)
-        )
-    });
-    let up = msg.header.flags.contains(LinkFlags::Up) && !oper_down;
-    Some(Event::Link { name, up: Some(up) })
+    Some(Event::Link {
+        name,
+        live: Some(live_link(msg)),
+    })
+}
+
+/// What one `RTM_NEWLINK` says: admin state, carrier, and the VF list when it has one.
+pub(crate) fn live_link(msg: &LinkMessage) -> LiveLink {
+    let mut oper_down = false;
+    let mut carrier = None;
+    let mut vfs = None;
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::OperState(State::Down | State::LowerLayerDown | State::NotPresent) => {
+                oper_down = true
+            }
+            LinkAttribute::Carrier(c) => carrier = Some(*c != 0),
+            LinkAttribute::VfInfoList(list) => {
+                let mut states = std::collections::BTreeMap::new();
+                for info in list {
+                    for attr in &info.0 {
+                        if let VfInfo::LinkState(s) = attr {
+                            let state = match s.state {
+                                NlVfLinkState::Enable => VfLinkState::Enable,
+                                NlVfLinkState::Disable => VfLinkState::Disable,
+                                // auto, and values newer than this build: follow the PF.
+                                _ => VfLinkState::Auto,
+                            };
+                            states.insert(s.vf_id, state);
+                        }
+                    }
+                }
+                vfs = Some(states);
+            }
+            _ => {}
+        }
+    }
+    // Old kernels send no IFLA_CARRIER; IFF_LOWER_UP says the same.
+    let carrier = carrier.unwrap_or_else(|| msg.header.flags.contains(LinkFlags::LowerUp));
+    LiveLink {
+        admin_up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: carrier && !oper_down,
+        vfs,
+    }
 }
 
 #[cfg(test)]
@@ -344,5 +424,148 @@ mod tests {
         ] {
             assert_eq!(uevent_scope(&uevent(&fields)), want, "{fields:?}");
         }
+    }
+
+    /// One netlink attribute as the kernel lays it out: length, type, payload, padding to 4.
+    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+        out
+    }
+
+    /// An `RTM_NEWLINK` body (`ifinfomsg` + attributes), as the kernel answers a get with
+    /// `RTEXT_FILTER_VF`.
+    fn newlink(flags: u32, attrs: &[Vec<u8>]) -> LinkMessage {
+        use rtnetlink::packet_core::Parseable;
+        use rtnetlink::packet_route::link::LinkMessageBuffer;
+        // family, pad, type (ARPHRD_ETHER), index, flags, change
+        let mut buf = vec![0u8, 0];
+        buf.extend_from_slice(&1u16.to_ne_bytes());
+        buf.extend_from_slice(&4i32.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        for a in attrs {
+            buf.extend_from_slice(a);
+        }
+        LinkMessage::parse(&LinkMessageBuffer::new(&buf)).expect("a valid RTM_NEWLINK")
+    }
+
+    #[test]
+    fn vf_states_are_read_from_the_vf_info_list() {
+        const IFF_UP: u32 = 1;
+        const IFF_LOWER_UP: u32 = 1 << 16;
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_OPERSTATE: u16 = 16;
+        const IFLA_VFINFO_LIST: u16 = 22;
+        const IFLA_CARRIER: u16 = 33;
+        const NLA_F_NESTED: u16 = 1 << 15;
+        const IFLA_VF_INFO: u16 = 1;
+        const IFLA_VF_MAC: u16 = 1;
+        const IFLA_VF_LINK_STATE: u16 = 5;
+        // struct ifla_vf_mac { __u32 vf; __u8 mac[32]; }, struct ifla_vf_link_state { __u32 vf;
+        // __u32 link_state; } with 0 auto, 1 enable, 2 disable.
+        // The kernel nests with `nla_nest_start_noflag` (no NLA_F_NESTED); accept both.
+        let vf = |index: u32, state: u32, nested: u16| {
+            let mut mac = index.to_ne_bytes().to_vec();
+            mac.extend_from_slice(&[0x0c, 0x42, 0xa1, 0x5e, 0x7a, index as u8]);
+            mac.resize(4 + 32, 0);
+            let mut link = index.to_ne_bytes().to_vec();
+            link.extend_from_slice(&state.to_ne_bytes());
+            let mut body = nla(IFLA_VF_MAC, &mac);
+            body.extend(nla(IFLA_VF_LINK_STATE, &link));
+            nla(IFLA_VF_INFO | nested, &body)
+        };
+        let pf = |nested: u16| {
+            let list: Vec<u8> = [(0, 0), (3, 2), (5, 1), (6, 7)]
+                .into_iter()
+                .flat_map(|(i, state)| vf(i, state, nested))
+                .collect();
+            newlink(
+                IFF_UP | IFF_LOWER_UP,
+                &[
+                    nla(IFLA_IFNAME, b"ens1f0\0"),
+                    nla(IFLA_OPERSTATE, &[6]), // IF_OPER_UP
+                    nla(IFLA_CARRIER, &[1]),
+                    nla(IFLA_VFINFO_LIST | nested, &list),
+                ],
+            )
+        };
+        let msg = pf(0);
+        assert_eq!(live_link(&pf(NLA_F_NESTED)), live_link(&msg));
+        let live = live_link(&msg);
+        assert_eq!(
+            live,
+            LiveLink {
+                admin_up: true,
+                carrier: true,
+                vfs: Some(
+                    [
+                        (0, VfLinkState::Auto),
+                        (3, VfLinkState::Disable),
+                        (5, VfLinkState::Enable),
+                        (6, VfLinkState::Auto), // a state newer than this build: follow the PF
+                    ]
+                    .into()
+                ),
+            }
+        );
+
+        // A plain link event keeps the VF list learnt before, and says the carrier is gone.
+        let event = newlink(
+            IFF_UP,
+            &[
+                nla(IFLA_IFNAME, b"ens1f0\0"),
+                nla(IFLA_OPERSTATE, &[2]), // IF_OPER_DOWN
+                nla(IFLA_CARRIER, &[0]),
+            ],
+        );
+        let mut links = crate::health::LinkStates::new();
+        let Some(Event::Link {
+            name,
+            live: Some(first),
+        }) = link_event(&msg, false)
+        else {
+            panic!("no link event")
+        };
+        assert!(crate::health::update_link(&mut links, name, Some(first)));
+        let Some(Event::Link { name, live: later }) = link_event(&event, false) else {
+            panic!("no link event")
+        };
+        assert_eq!(later.as_ref().map(|l| l.vfs.is_none()), Some(true));
+        assert!(crate::health::update_link(&mut links, name, later));
+        assert_eq!(
+            links["ens1f0"],
+            LiveLink {
+                admin_up: true,
+                carrier: false,
+                vfs: live.vfs.clone(),
+            }
+        );
+
+        // The policy given that state, on the sample node: VF 3 of ens1f0 is disabled, VF 5
+        // forced up survives the lost carrier, the others follow it.
+        let tmp = tempfile::tempdir().unwrap();
+        let paths =
+            crate::fixture::materialize(&crate::fixture::sample_node(), tmp.path()).unwrap();
+        let host = crate::host::discover(&paths).unwrap();
+        let says = |id: &str| {
+            let d = host.device(id).unwrap();
+            crate::health::verdict(d, &host, &links, crate::config::HealthRule::Uplink).to_string()
+        };
+        assert_eq!(
+            says("0000:3b:00.5"),
+            "unhealthy: VF 3 disabled on PF ens1f0"
+        );
+        assert_eq!(
+            says("0000:3b:00.7"),
+            "healthy (VF 5 link forced up on PF ens1f0)"
+        );
+        assert_eq!(says("0000:3b:00.2"), "unhealthy: PF ens1f0 no carrier");
+        assert_eq!(says("0000:3b:01.2"), "healthy");
+        // No IFLA_CARRIER (old kernels): IFF_LOWER_UP says it.
+        let old = newlink(IFF_UP | IFF_LOWER_UP, &[nla(IFLA_IFNAME, b"ens1f0\0")]);
+        assert!(live_link(&old).carrier);
     }
 }

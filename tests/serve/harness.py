@@ -151,6 +151,16 @@ class Node:
         tmp.write_text(text)
         os.rename(tmp, path)
 
+    def rule_config(self, rule, resource="cx6dx_vf"):
+        """A copy of the config with `nicplug.health` = `rule` on one resource; its path."""
+        config = json.loads(self.config.read_text())
+        for r in config["resourceList"]:
+            if r["resourceName"] == resource:
+                r.setdefault("nicplug", {})["health"] = rule
+        path = self.root / f"config-{rule}.json"
+        self.write_config(config, path)
+        return path
+
     def cli(self, *args, config=None, check=True):
         return run_nicplug(
             "--host-root", self.root, "--config", config or self.config, *args, check=check
@@ -199,6 +209,9 @@ class Node:
         drv_dir = self.sys / "bus" / "pci" / "drivers" / drv
         os.symlink(os.path.relpath(drv_dir, dev), dev / "driver")
         os.symlink(os.path.relpath(dev, drv_dir), drv_dir / bdf)
+
+    def netdev_dir(self, bdf, name):
+        return self.pci_dir(bdf) / "net" / name
 
     def port_state_file(self, bdf, port=1):
         dev = self.pci_dir(bdf)
@@ -400,6 +413,17 @@ class Netns:
             self.kinds[name] = "veth"
         return self.kinds[name]
 
+    def add_veth(self, name):
+        """A veth pair, both ends up: `name` and its peer `p<name>` (cut to 15 characters),
+        returned. Bringing the peer down takes `name`'s carrier while `name` stays
+        administratively up: what a pulled cable or a dead switch port looks like."""
+        peer = ("p" + name)[:15]
+        self.ip("link", "add", name, "type", "veth", "peer", "name", peer)
+        self.ip("link", "set", peer, "up")
+        self.ip("link", "set", name, "up")
+        self.kinds[name] = "veth"
+        return peer
+
     def set(self, name, state):
         self.ip("link", "set", name, state)
 
@@ -425,8 +449,12 @@ PF0_VFS = ["0000:3b:00.2", "0000:3b:00.3", "0000:3b:00.4", "0000:3b:00.5",
 PF1_VFS = ["0000:3b:01.2", "0000:3b:01.3", "0000:3b:01.4", "0000:3b:01.5",
            "0000:3b:01.6", "0000:3b:01.7", "0000:3b:02.0"]  # 0000:3b:02.1 is broken: skipped
 SAMPLE_VFS = PF0_VFS + PF1_VFS
-DOWN_VF = "0000:3b:00.7"  # ens1f0v5: RDMA port DOWN, netdev down
-HEALTHY_VFS = [v for v in SAMPLE_VFS if v != DOWN_VF]
+# ens1f0v5: own netdev down, RDMA port DOWN. Healthy under the default ("uplink") health rule,
+# as every free VF on a real node is; Unhealthy under "strict".
+DOWN_VF = "0000:3b:00.7"
+HEALTHY_VFS = list(SAMPLE_VFS)
+STRICT_HEALTHY_VFS = [v for v in SAMPLE_VFS if v != DOWN_VF]
+PF_VFS = {"ens1f0": PF0_VFS, "ens1f1": PF1_VFS}
 VF_NETDEV = {bdf: f"ens1f0v{i}" for i, bdf in enumerate(PF0_VFS)}
 VF_NETDEV.update({bdf: f"ens1f1v{i}" for i, bdf in enumerate(PF1_VFS)})
 VF_IBDEV = {bdf: f"mlx5_{i + 2}" for i, bdf in enumerate(PF0_VFS)}

@@ -183,7 +183,7 @@ def test_function_counters_labelled_with_the_holding_pod(node, kubelet, daemons,
 
     assert value(got, "nicplug_pod_resources_up") == 1
     assert value(got, "nicplug_pool_devices", resource=VF_POOL) == 15
-    assert value(got, "nicplug_pool_healthy_devices", resource=VF_POOL) == 14
+    assert value(got, "nicplug_pool_healthy_devices", resource=VF_POOL) == 15
     assert value(got, "nicplug_pool_allocated_devices", resource=VF_POOL) == 1
     for r in SAMPLE_POOLS:
         if r != VF_POOL:
