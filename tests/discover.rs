@@ -113,8 +113,8 @@ fn broken_sample_vf_is_skipped_with_one_warning_naming_the_file() {
 #[test]
 fn connectx3_capture_is_an_rdma_function_with_uverbs0_at_231_192() {
     let tmp = tempfile::tempdir().unwrap();
-    let capture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/captured/hwloc-32em64t-mlx4/sys");
+    let capture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/captured/hwloc-32em64t-mlx4/sys");
     let paths = fixture::load_capture(&capture, tmp.path()).unwrap();
     let host = host::discover(&paths).unwrap();
     assert!(host.skipped.is_empty(), "{:?}", host.skipped);
