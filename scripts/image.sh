@@ -10,7 +10,7 @@
 # Needs root, buildah, podman, unshare (scripts/test.sh installs them).
 # Env: NICPLUG_IMAGE_BIN (default target/release/nicplug, built if missing),
 #      NICPLUG_IMAGE_SOURCE (the org.opencontainers.image.source label; default: Cargo.toml's
-#      `repository`, else the git remote `origin`).
+#      `repository`, else the git remote `origin` if it is a URL, else "unknown").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -18,7 +18,11 @@ repo=$PWD
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 license=$(sed -n 's/^license = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 source=${NICPLUG_IMAGE_SOURCE:-$(sed -n 's/^repository = "\(.*\)"$/\1/p' Cargo.toml | head -n1)}
-[ -n "$source" ] || source=$(git config --get remote.origin.url 2>/dev/null || echo unknown)
+if [ -z "$source" ]; then
+  # A URL only: a clone of a local path has a path for its origin, which names nothing.
+  source=$(git config --get remote.origin.url 2>/dev/null | grep -E "^(https?://|git@|ssh://)" || true)
+  source=${source:-unknown}
+fi
 name=localhost/nicplug:$version
 
 bin=${NICPLUG_IMAGE_BIN:-target/release/nicplug}
