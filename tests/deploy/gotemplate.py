@@ -153,16 +153,32 @@ def split_top(text, sep):
 
 
 class Renderer:
-    def __init__(self, root):
+    def __init__(self, root, known=None):
         self.root = root
+        # The context with the default values: a field found there but not in the merged
+        # values was removed by a null override, which Helm reads as nil.
+        self.known = known
 
     def field(self, dot, path):
         value = self.root if path.startswith("$") else dot
-        for name in filter(None, path.lstrip("$").split(".")):
+        names = [n for n in path.lstrip("$").split(".") if n]
+        for i, name in enumerate(names):
             if not isinstance(value, dict) or name not in value:
+                if self.removed(dot, path, names[:i + 1]):
+                    return None
                 raise KeyError(f"no field {path!r} (at {name!r})")
             value = value[name]
         return value
+
+    def removed(self, dot, path, names):
+        if self.known is None or not (dot is self.root or path.startswith("$")):
+            return False
+        value = self.known
+        for name in names:
+            if not isinstance(value, dict) or name not in value:
+                return False
+            value = value[name]
+        return True
 
     def term(self, dot, t):
         if t.startswith("(") and t.endswith(")"):
@@ -232,8 +248,8 @@ def merge(base, over):
     return over
 
 
-def render_text(text, context):
-    return Renderer(context).render(parse(tokenize(text)), context)
+def render_text(text, context, known=None):
+    return Renderer(context, known).render(parse(tokenize(text)), context)
 
 
 def render_chart(chart_dir, values=None, name="nicplug", namespace="kube-system"):
@@ -248,7 +264,8 @@ def render_chart(chart_dir, values=None, name="nicplug", namespace="kube-system"
         "Chart": {"Name": chart["name"], "Version": chart["version"],
                   "AppVersion": chart.get("appVersion", "")},
     }
-    return {p.name: render_text(p.read_text(), context)
+    known = dict(context, Values=defaults)
+    return {p.name: render_text(p.read_text(), context, known)
             for p in sorted((chart_dir / "templates").glob("*.yaml"))
             if not p.name.startswith("_")}
 

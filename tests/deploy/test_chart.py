@@ -185,7 +185,7 @@ def test_renderer_refuses_what_it_does_not_implement(template):
 
 def test_renderer_refuses_a_field_values_do_not_define():
     with pytest.raises(KeyError):
-        render_chart(CHART, {"image": {"repository": None}})
+        render_text("{{ .Values.image.digest }}", {"Values": DEFAULTS})
 
 
 def test_variants_leave_the_defaults_alone():
