@@ -286,8 +286,8 @@ fn missing_uverbs_node_fails_check_2() {
 
 #[test]
 fn uverbs_node_with_wrong_number_fails_check_2() {
-    if !nodes_are_real() {
-        eprintln!("skipped: cannot mknod here");
+    let why = (!nodes_are_real()).then(|| "cannot mknod here (needs root)".into());
+    if !prereq::runnable("uverbs node with a wrong number", why) {
         return;
     }
     let pod = Pod::vf();
