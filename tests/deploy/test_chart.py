@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gotemplate import Unsupported, documents, render_chart, render_text
+from gotemplate import Unsupported, documents, merge, render_chart, render_text
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "nicplug"
@@ -56,8 +56,6 @@ def test_default_values_match_the_schema():
     ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "an interval Prometheus rejects"),
 ])
 def test_schema_rejects_bad_values(change, why):
-    from gotemplate import merge
-
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(merge(DEFAULTS, change), SCHEMA)
 
@@ -93,8 +91,6 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variants_render_to_valid_manifests(tmp_path, variant):
     values = VARIANTS[variant]
-    from gotemplate import merge
-
     jsonschema.validate(merge(DEFAULTS, values), SCHEMA)
     docs = documents(render_chart(CHART, values))
     for doc in docs:
@@ -165,7 +161,8 @@ def test_inline_config_is_what_nicplug_accepts(tmp_path):
     ("{{ .t | default .d }}", {"t": "", "d": "x"}, "x"),
     ("{{ .t | default .d }}", {"t": "y", "d": "x"}, "y"),
     ("{{ .s | quote }}", {"s": 'a"b'}, '"a\\"b"'),
-    ("k:{{- toYaml .m | nindent 2 }}", {"m": {"b": 1, "a": [1, 2]}}, "k:\n  a:\n  - 1\n  - 2\n  b: 1"),
+    ("k:{{- toYaml .m | nindent 2 }}", {"m": {"b": 1, "a": [1, 2]}},
+     "k:\n  a:\n  - 1\n  - 2\n  b: 1"),
     ("{{ if and .a (not .b) }}y{{ end }}", {"a": True, "b": False}, "y"),
     ("{{ .b }}", {"b": True}, "true"),
 ])

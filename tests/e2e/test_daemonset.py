@@ -30,11 +30,12 @@ from cri import CriClient, cri
 from harness import REPO, require, run_nicplug
 from kube import DaemonPod, SimNode, quantity
 from kubelet import Kubelet
-from pods import host_numbers, probe_script, run_pods
+from pods import probe_script, run_pods
 
 VERSION = re.search(r'^version = "(.*)"$', (REPO / "Cargo.toml").read_text(), re.M).group(1)
 DEPLOY = REPO / "deploy"
-OPERATOR_DS = Path(__file__).resolve().parent / "manifests" / "sriov-network-operator-device-plugin.yaml"
+OPERATOR_DS = (Path(__file__).resolve().parent / "manifests"
+               / "sriov-network-operator-device-plugin.yaml")
 VF = "0000:3b:00.2"  # mlx5_2, uverbs2
 NO_DRIVER = {os.strerror(errno.ENXIO), os.strerror(errno.ENODEV)}
 EPERM = os.strerror(errno.EPERM)
