@@ -35,6 +35,9 @@ pub fn runnable(what: &str, why: Option<String>) -> bool {
     if in_ci() {
         panic!("{what}: prerequisite missing with CI=true: {why}");
     }
-    eprintln!("SKIPPED {what}: {why}");
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, and a
+    // skip must show in a plain `cargo test` run.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
     false
 }
