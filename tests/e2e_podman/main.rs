@@ -5,7 +5,7 @@
 //! no-IOMMU group, a UIO and a vhost-vdpa node arrive as nicplug maps them.
 //!
 //! Needs root, `podman`, `unshare` and `busybox-static` (scripts/test.sh installs them); skipped
-//! with a message otherwise, failed instead when `NICPLUG_REQUIRE_PODMAN=1`. Podman runs in a
+//! with a message otherwise, failed instead with `CI=true`. Podman runs in a
 //! private mount namespace (tests/e2e_podman/podman.sh) so nothing outside sees its /run or
 //! spec directory.
 //!
@@ -33,39 +33,21 @@ struct Rig {
     skeleton: PathBuf,
 }
 
+#[path = "../common/prereq.rs"]
+mod prereq;
+
 fn missing() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("needs root".into());
-    }
-    for tool in ["podman", "unshare", "tar"] {
-        if !Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox (busybox-static) is not installed".into());
-    }
-    None
+    prereq::missing(true, &["podman", "unshare", "tar"]).or_else(|| {
+        (!Path::new("/bin/busybox").exists())
+            .then(|| "/bin/busybox (busybox-static) is not installed".into())
+    })
 }
 
 /// The rig, or `None` (skip) when this machine cannot run it.
 fn rig() -> Option<&'static Rig> {
     static RIG: OnceLock<Option<Rig>> = OnceLock::new();
-    RIG.get_or_init(|| {
-        if let Some(why) = missing() {
-            if std::env::var("NICPLUG_REQUIRE_PODMAN").as_deref() == Ok("1") {
-                panic!("podman end-to-end test required but: {why}");
-            }
-            eprintln!("SKIPPED podman end-to-end test: {why}");
-            return None;
-        }
-        Some(build_rig())
-    })
-    .as_ref()
+    RIG.get_or_init(|| prereq::runnable("podman end-to-end test", missing()).then(build_rig))
+        .as_ref()
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -19,6 +19,7 @@ from harness import (  # noqa: E402
     Node,
     leftover_netns,
     netns_support,
+    require,
     nicplug_bin,
 )
 from kubelet import Kubelet  # noqa: E402
@@ -130,7 +131,7 @@ def netns(daemons):
     Daemons are stopped before the namespaces are deleted."""
     why = netns_support()
     if why:
-        pytest.skip(f"rtnetlink test needs a network namespace: {why}")
+        require(f"rtnetlink test needs a network namespace: {why}")
     made = []
 
     def make():

@@ -22,6 +22,27 @@ PROTO = REPO / "proto" / "deviceplugin" / "v1beta1" / "api.proto"
 STUB_ROOT = REPO / "target" / "py-stubs"
 
 
+# --------------------------------------------------------------------------- prerequisites
+
+
+def in_ci():
+    """CI=true (what CI systems set, and .ci/run runs under): a missing prerequisite fails."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def require(why):
+    """`why`: None when a test's prerequisites (root, a third-party program) are met, else what
+    is missing. Outside CI the test is skipped with that reason (shown by `-ra`); with CI=true
+    it fails, so a run that did not test something never reports ok."""
+    import pytest  # not at the top: the hand-run benchmark imports this module without pytest
+
+    if why is None:
+        return
+    if in_ci():
+        pytest.fail(f"prerequisite missing with CI=true: {why}", pytrace=False)
+    pytest.skip(why)
+
+
 # --------------------------------------------------------------------------- gRPC stubs
 
 
@@ -479,12 +500,12 @@ def mounted_tmpfs(path, daemons, size="1m"):
     import pytest  # not at the top: the hand-run benchmark imports this module without pytest
 
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        require("mounting a tmpfs needs root")
     path.mkdir()
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
                           "nicplug-test", str(path)], capture_output=True, text=True, timeout=30)
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+        require(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
         yield path
     finally:
