@@ -235,10 +235,6 @@ def node_sysfs_at_sys(node):
                       selinux_relabel=False, propagation=cri.PROPAGATION_PRIVATE)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs the `cli` helper's work (issue: drop-in arguments): `nicplug` with no subcommand "
-    "running the daemon and taking the SR-IOV plugin's --log-level/--resource-prefix/"
-    "--config-file; not in main yet"))
 def test_sriov_network_operator_daemonset_serves_a_dpdk_pod(containerd, image):
     ds = yaml.safe_load(OPERATOR_DS.read_text())
     template = ds["spec"]["template"]
