@@ -305,7 +305,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 device_info: !no_device_info,
             };
             tune_malloc();
-            tokio::runtime::Builder::new_current_thread()
+            // Two workers: a pool answering a big call never holds up the others' sockets.
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()?
                 .block_on(serve::run(opts))?;

@@ -104,11 +104,16 @@ pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
+    parse_config(&text, format_of(path))
+}
+
+/// The syntax of a config file: YAML for `.yaml`/`.yml`, JSON otherwise.
+pub fn format_of(path: &Path) -> Format {
     let yaml = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    parse_config(&text, if yaml { Format::Yaml } else { Format::Json })
+    if yaml { Format::Yaml } else { Format::Json }
 }
 
 /// Collects problems while building the typed config; broken parts get defaults so the walk can
