@@ -241,6 +241,7 @@ impl Manager {
         for ev in batch {
             match ev {
                 Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
+                Event::PluginDirLost => self.plugin_dir_lost().await,
                 Event::ConfigTouched => reload = true,
                 Event::Rescan { why, scope } => {
                     rescan = Some(match rescan {
@@ -267,6 +268,29 @@ impl Manager {
         } else if links_changed {
             self.refresh_health();
         }
+    }
+
+    /// Events of the device-plugins directory were lost: serve every socket that is gone,
+    /// register with a new kubelet if there is one, write the allocation record again.
+    async fn plugin_dir_lost(&mut self) {
+        for (resource, slot) in &mut self.slots {
+            match &slot.endpoint {
+                Some(ep) if ep.socket_exists() => ep.reregister.notify_one(),
+                _ => {
+                    info!(%resource, "plugin socket missing; serving again");
+                    restart(
+                        &self.plugin_dir,
+                        resource,
+                        slot,
+                        &self.opts,
+                        &self.stats,
+                        &self.holders,
+                    )
+                    .await
+                }
+            }
+        }
+        self.holders.persist().await;
     }
 
     /// Kubelet deleted our socket (it restarts) or came back: serve again and register again.
