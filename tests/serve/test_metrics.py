@@ -179,6 +179,28 @@ def test_without_pod_resources_allocations_since_start(node, kubelet, daemons, m
     promtool_check(scrape(metrics_port)[1])
 
 
+def test_pod_resources_down_keeps_the_last_holders_marked_stale(node, kubelet, daemons,
+                                                                pod_resources, metrics_port):
+    """Kubelet's pod resources API goes away: the devices keep the pods last seen holding them
+    (and say the labels are stale) instead of losing their pods."""
+    write_netdev_stats(node, VF, NETDEV_STATS)
+    start(daemons, node, kubelet, metrics_port)
+    got = samples(metrics_port)
+    labels = {"resource": VF_POOL, "device": VF, "netdev": VF_NETDEV[VF], **HOLDER}
+    assert value(got, "nicplug_pod_labels_stale") == 0
+    fresh = {k for k in got if k[0] == "nicplug_netdev_rx_bytes_total"}
+    assert {dict(k[1])["pod"] for k in fresh} == {HOLDER["pod"]}
+
+    pod_resources.stop()
+    got = samples(metrics_port)
+    assert value(got, "nicplug_pod_resources_up") == 0
+    assert value(got, "nicplug_pod_labels_stale") == 1
+    assert value(got, "nicplug_pool_allocated_devices", resource=VF_POOL) == 1
+    stale = {k for k in got if k[0] == "nicplug_netdev_rx_bytes_total"}
+    assert stale == fresh, "the last known holders label the device while kubelet is silent"
+    assert value(got, "nicplug_netdev_rx_bytes_total", **labels) is not None
+
+
 def test_config_reload_counters(node, kubelet, daemons, metrics_port):
     good = json.loads(node.config.read_text())
     d = start(daemons, node, kubelet, metrics_port)
