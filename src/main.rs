@@ -306,11 +306,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             tune_malloc();
             // Two workers: a pool answering a big call never holds up the others' sockets.
-            tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                .build()?
-                .block_on(serve::run(opts))?;
+                .build()?;
+            let result = runtime.block_on(serve::run(opts));
+            // Sockets are gone by now: file writes still queued may not hold up the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result?;
         }
         Command::Cdi {
             output_dir,

@@ -159,8 +159,9 @@ impl Holders {
     }
 
     /// Claim `ids` under `resource`, unless one is claimed under another resource. Checked and
-    /// recorded at once: a reload racing an Allocate cannot hand one device out twice.
-    pub fn claim(&self, resource: &str, ids: &[String]) -> Result<(), HeldElsewhere> {
+    /// recorded at once: a reload racing an Allocate cannot hand one device out twice. True
+    /// when a claim is new (the record is then worth writing).
+    pub fn claim(&self, resource: &str, ids: &[String]) -> Result<bool, HeldElsewhere> {
         let mut inner = self.lock();
         for id in ids {
             let other = inner
@@ -188,7 +189,7 @@ impl Holders {
         if added {
             self.changed.notify_one();
         }
-        Ok(())
+        Ok(added)
     }
 
     /// The sequence number an ask of kubelet starts at: claims made after it are newer than

@@ -152,12 +152,15 @@ impl DevicePlugin for PluginService {
             .map_err(|e| Status::internal(format!("allocate failed: {e}")))?
             .inspect_err(|_| self.stats.allocation_failed(&resource))?;
         // Recorded before the answer leaves: from now on no other pool offers these devices.
-        if let Err(e) = self.holders.claim(&resource, &all) {
-            self.stats.allocation_failed(&resource);
-            warn!(%resource, "allocate refused: {e}");
-            return Err(Status::failed_precondition(e.to_string()));
+        match self.holders.claim(&resource, &all) {
+            Ok(true) => self.holders.persist().await,
+            Ok(false) => {}
+            Err(e) => {
+                self.stats.allocation_failed(&resource);
+                warn!(%resource, "allocate refused: {e}");
+                return Err(Status::failed_precondition(e.to_string()));
+            }
         }
-        self.holders.persist().await;
         if let Some(dir) = self.device_info_dir.clone() {
             let (view, ids) = (view.clone(), all.clone());
             let write = move || write_device_info(&dir, &view, &ids);

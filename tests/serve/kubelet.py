@@ -379,7 +379,7 @@ class Kubelet:
         self.stop()
         for entry in self.plugin_dir.iterdir():
             if entry.name != CHECKPOINT and not entry.is_dir():
-                entry.unlink()
+                entry.unlink(missing_ok=True)  # a plugin may be renaming its own file
         t = self.start()
         self.restarts.append(t)
         return t
