@@ -93,7 +93,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         move |source| ServeError::Io { path, source }
     };
     std::fs::create_dir_all(&plugin_dir).map_err(io_err(&plugin_dir))?;
-    let config_bytes = std::fs::read(&opts.config_path).map_err(io_err(&opts.config_path))?;
+    let config_bytes =
+        config::read_config_bytes(&opts.config_path).map_err(|source| ServeError::Config {
+            path: opts.config_path.clone(),
+            source,
+        })?;
     let config =
         config::parse_config_file(&opts.config_path).map_err(|source| ServeError::Config {
             path: opts.config_path.clone(),
@@ -283,7 +287,7 @@ impl Manager {
     /// Re-read the config if its bytes changed; true when a new good config was taken.
     fn reload_config(&mut self) -> bool {
         let path = &self.opts.config_path;
-        let Ok(bytes) = std::fs::read(path) else {
+        let Ok(bytes) = config::read_config_bytes(path) else {
             // Mid-swap, or gone: keep the last good config; the next event retries.
             return false;
         };
