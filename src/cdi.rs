@@ -208,9 +208,10 @@ pub fn qualified_name(kind: &str, id: &str) -> String {
     format!("{kind}={id}")
 }
 
-/// Spec file name of a pool (`nicplug-nvidia.com-cx6dx_vf.json`), the plugin socket's scheme.
+/// Spec file name of a pool (`nicplug-nvidia.com_cx6dx_vf.json`), one per full name (see
+/// [`crate::identity`]).
 pub fn file_name(resource: &str) -> String {
-    format!("nicplug-{}.json", resource.replace('/', "-"))
+    crate::identity::cdi_file_name(resource)
 }
 
 /// `<ID>` of the per-device variables: upper case, everything but letters and digits as `_`.

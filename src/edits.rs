@@ -61,6 +61,13 @@ pub fn eal_env_name(pool: &Pool) -> String {
     env_key("NICPLUG_EAL_ARGS", pool)
 }
 
+/// Every pool-wide variable an allocation from `pool` sets (identity checks compare them across
+/// pools; per-device CDI variables are [`crate::cdi::device_env`]'s).
+pub fn env_names(pool: &Pool) -> Vec<String> {
+    let key = env_key("PCIDEVICE", pool);
+    vec![format!("{key}_INFO"), key, eal_env_name(pool)]
+}
+
 /// `<base>_<PREFIX>_<NAME>`, upper case, `.`, `/` and `-` as `_` (the SR-IOV plugin's scheme).
 fn env_key(base: &str, pool: &Pool) -> String {
     format!("{base}_{}_{}", pool.prefix, pool.resource_name)

@@ -13,6 +13,7 @@ pub mod edits;
 pub mod files;
 pub mod fixture;
 pub mod host;
+pub mod identity;
 pub mod paths;
 pub mod pools;
 pub mod render;

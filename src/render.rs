@@ -50,16 +50,19 @@ struct PciInfo<'a> {
     rdma_device: Option<&'a str>,
 }
 
+/// Name of the device-info file of device `id` of `pool`: `<prefix>-<name>-<id>-device.json`,
+/// the name CNIs look for (not nicplug's to choose).
+pub fn device_info_file(pool: &Pool, id: &str) -> String {
+    format!("{}-{}-{id}-device.json", pool.prefix, pool.resource_name)
+}
+
 /// The CNI device-info file for one allocated function: (file name, contents), in the format of
 /// the network plumbing working group's device-info spec 1.1.0 as the SR-IOV plugin writes it.
 /// PCI functions only: scalable functions get no device-info file (their `pci` record would
 /// name the parent PF, which a CNI could mistake for the allocated device); CNIs read SFs from
 /// the `PCIDEVICE_*` variables.
 pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
-    let name = format!(
-        "{}-{}-{}-device.json",
-        pool.prefix, pool.resource_name, f.address
-    );
+    let name = device_info_file(pool, &f.address);
     let info = DeviceInfo {
         kind: "pci",
         version: "1.1.0",

@@ -244,7 +244,7 @@ fn names_device_ids_are_cdi_device_names_unchanged() {
     assert_eq!(cdi::env_id("mlx5_core.sf.4"), "MLX5_CORE_SF_4");
     assert_eq!(
         cdi::file_name("nvidia.com/cx6dx_vf"),
-        "nicplug-nvidia.com-cx6dx_vf.json"
+        "nicplug-nvidia.com_cx6dx_vf.json"
     );
 }
 

@@ -28,6 +28,7 @@ use crate::HostPaths;
 use crate::cdi;
 use crate::config::{self, Config, ConfigError};
 use crate::host::{self, DiscoverError, Host, Scope, Skipped};
+use crate::identity;
 use crate::pools;
 use server::PoolEndpoint;
 use std::collections::BTreeMap;
@@ -98,8 +99,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             path: opts.config_path.clone(),
             source,
         })?;
-    let config =
-        config::parse_config_file(&opts.config_path).map_err(|source| ServeError::Config {
+    let config = config::parse_config_file(&opts.config_path)
+        .and_then(|c| identity::check(&c, &opts.default_prefix, &plugin_dir).map(|()| c))
+        .map_err(|source| ServeError::Config {
             path: opts.config_path.clone(),
             source,
         })?;
@@ -295,7 +297,10 @@ impl Manager {
             return false;
         }
         self.config_bytes = bytes;
-        match config::parse_config_file(path) {
+        let checked = config::parse_config_file(path).and_then(|c| {
+            identity::check(&c, &self.opts.default_prefix, &self.plugin_dir).map(|()| c)
+        });
+        match checked {
             Ok(config) => {
                 info!(config = %path.display(), resources = config.resources.len(), "config reloaded");
                 self.stats.config_loaded(true, true);
