@@ -7,6 +7,7 @@
 mod counters;
 mod health;
 mod http;
+mod lock;
 mod metrics;
 mod plugin;
 mod podresources;
@@ -71,6 +72,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -94,6 +97,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         move |source| ServeError::Io { path, source }
     };
     std::fs::create_dir_all(&plugin_dir).map_err(io_err(&plugin_dir))?;
+    // Before anything is touched: a second daemon must leave the first one's files alone.
+    let _lock = lock::lock_dir(&plugin_dir)?;
+    clean_up_after_earlier_runs(&opts, &plugin_dir);
     let config_bytes =
         config::read_config_bytes(&opts.config_path).map_err(|source| ServeError::Config {
             path: opts.config_path.clone(),
@@ -131,6 +137,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // Watch before the first read, so nothing can change unseen in between.
     watch::plugin_dir(&plugin_dir, tx.clone());
     watch::config_dir(&opts.config_path, tx.clone());
+    if opts.cdi_version.is_some() {
+        watch::cdi_dir(&opts.paths.cdi_dir, tx.clone());
+    }
     watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
     watch::uevents(tx.clone());
     watch::links(tx.clone());
@@ -223,10 +232,12 @@ impl Manager {
         }
 
         let (mut rescan, mut reload, mut links_changed) = (None::<(&str, Scope)>, false, false);
+        let mut cdi_touched = false;
         for ev in batch {
             match ev {
                 Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
                 Event::ConfigTouched => reload = true,
+                Event::CdiTouched => cdi_touched = true,
                 Event::Rescan { why, scope } => {
                     rescan = Some(match rescan {
                         Some((_, seen)) => (why, seen.merge(scope)),
@@ -251,6 +262,22 @@ impl Manager {
             self.rebuild().await;
         } else if links_changed {
             self.refresh_health();
+        }
+        if cdi_touched || rescanned {
+            self.repair_cdi();
+        }
+    }
+
+    /// Write again any spec someone else changed or removed: Allocate names them.
+    fn repair_cdi(&mut self) {
+        let Some(dir) = &mut self.cdi_dir else { return };
+        match dir.repair() {
+            Ok(names) => {
+                for file in names {
+                    warn!(dir = %dir.dir().display(), %file, "CDI spec changed or removed by someone else; written again");
+                }
+            }
+            Err(e) => error!(dir = %dir.dir().display(), "cannot write a CDI spec again: {e}"),
         }
     }
 
@@ -526,6 +553,28 @@ async fn stop(slot: Slot) {
     drop(view);
     if let Some(ep) = endpoint {
         ep.stop().await;
+    }
+}
+
+/// What a killed daemon leaves behind: plugin sockets (`nicplug probe` would fail on them
+/// forever) and temp files of interrupted writes. Only called with the directory lock held.
+fn clean_up_after_earlier_runs(opts: &ServeOptions, plugin_dir: &std::path::Path) {
+    match lock::remove_stale_sockets(plugin_dir) {
+        Ok(gone) if !gone.is_empty() => {
+            info!(dir = %plugin_dir.display(), sockets = %gone.join(","), "removed sockets of an earlier run")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(dir = %plugin_dir.display(), "cannot clean the plugin directory: {e}"),
+    }
+    if opts.device_info {
+        let dir = &opts.paths.device_info_dir;
+        match crate::files::remove_stale_temps(dir) {
+            Ok(gone) if !gone.is_empty() => {
+                info!(dir = %dir.display(), files = %gone.join(","), "removed temp files of an earlier run")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(dir = %dir.display(), "cannot clean the device-info directory: {e}"),
+        }
     }
 }
 
