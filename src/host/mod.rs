@@ -1,11 +1,13 @@
 //! Host discovery: read a sysfs tree into a [`Host`] snapshot.
 
 mod aux;
+mod majors;
 mod model;
 mod models;
 mod read;
 mod sysfs;
 
+pub use majors::Majors;
 pub use model::*;
 pub use models::model_name;
 pub use read::{DiscoverError, Scope, discover, refresh};

@@ -36,7 +36,8 @@ pub struct NetDev {
     pub operstate: String,
     /// `ether`, `infiniband`, ... derived from the ARPHRD `type`.
     pub link_type: String,
-    /// This netdev carries the IPv4 default route (never offered, like the SR-IOV plugin).
+    /// This netdev carries an IPv4 or IPv6 default route (never offered, like the SR-IOV
+    /// plugin's IPv4 check).
     pub default_route: bool,
 }
 
