@@ -498,8 +498,10 @@ impl SpecDir {
         for entry in entries {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
+            // Temp files: today's, and the `.nicplug-<name>.<pid>.tmp` of earlier versions.
             let ours = (name.starts_with("nicplug-") && name.ends_with(".json"))
-                || crate::files::is_temp_name(name);
+                || crate::files::is_temp_name(name)
+                || (name.starts_with(".nicplug-") && name.ends_with(".tmp"));
             if ours && !self.written.contains_key(name) {
                 match std::fs::remove_file(self.dir.join(name)) {
                     Ok(()) => removed.push(name.to_string()),

@@ -202,7 +202,9 @@ fn cdi_version(s: &str) -> Result<String, String> {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Exit 0 with a one-line summary per pool, or exit 2 with every problem found
+    /// Exit 0 with a one-line summary per pool, or exit 2 with every problem found, including
+    /// resources whose sockets, CDI specs, variables or device-info files would clash (socket
+    /// paths measured against /var/lib/kubelet/device-plugins) and names kubelet would refuse
     Check {
         /// The config file (JSON, or YAML by extension .yaml/.yml)
         file: PathBuf,
