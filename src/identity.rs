@@ -143,7 +143,8 @@ fn derived(pool: &Pool, plugin_dir: &Path) -> (Vec<Derived>, Vec<(String, String
         what: "device-info file",
         name: info.replace(REPRESENTATIVE_IDS[0], "<ID>"),
     });
-    out.dedup_by(|a, b| a.name == b.name);
+    let mut once = std::collections::BTreeSet::new();
+    out.retain(|d| once.insert(d.name.clone()));
     (out, refused)
 }
 
@@ -222,6 +223,8 @@ pub fn check(config: &Config, default_prefix: &str, plugin_dir: &Path) -> Result
     let mut seen: BTreeMap<String, (usize, &'static str)> = BTreeMap::new();
     let mut families: Vec<(usize, String)> = Vec::new();
     let mut fixed: Vec<(usize, String, &'static str)> = Vec::new();
+    // One problem per pair of resources, listing every name they share.
+    let mut shared: BTreeMap<(usize, usize), Vec<(&'static str, String)>> = BTreeMap::new();
     for (i, pool) in pools.iter().enumerate() {
         let explicit = config.resources[i].resource_prefix.is_some();
         let field = if explicit {
@@ -258,24 +261,42 @@ pub fn check(config: &Config, default_prefix: &str, plugin_dir: &Path) -> Result
                 fixed.push((i, d.name.clone(), d.what));
             }
             match seen.get(&d.name) {
-                Some(&(j, _)) if j != i => problems.push(Problem {
-                    path: format!("{}.resourceName", at(i)),
-                    rule: format!(
-                        "{:?} and {:?} ({}) would share the {} {:?}",
-                        pool.name,
-                        pools[j].name,
-                        at(j),
-                        d.what,
-                        d.name
-                    ),
-                    fix: clash_fix(d.what),
-                }),
+                Some(&(j, _)) if j != i => {
+                    shared.entry((j, i)).or_default().push((d.what, d.name));
+                }
                 Some(_) => {}
                 None => {
                     seen.insert(d.name, (i, d.what));
                 }
             }
         }
+    }
+    for ((j, i), names) in shared {
+        let rule = if names[0].0 == "resource name" {
+            // Then every other name is shared too.
+            format!(
+                "{:?} is already the resource name of {}",
+                pools[i].name,
+                at(j)
+            )
+        } else {
+            let list: Vec<String> = names
+                .iter()
+                .map(|(what, name)| format!("the {what} {name:?}"))
+                .collect();
+            format!(
+                "{:?} and {:?} ({}) would share {}",
+                pools[i].name,
+                pools[j].name,
+                at(j),
+                list.join(", ")
+            )
+        };
+        problems.push(Problem {
+            path: format!("{}.resourceName", at(i)),
+            rule,
+            fix: clash_fix(names[0].0),
+        });
     }
     // A variable of one resource that another's per-device variable could also be.
     for (i, name, _) in &fixed {
