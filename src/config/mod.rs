@@ -11,7 +11,9 @@ pub mod range;
 use std::collections::BTreeMap;
 
 pub use file::{format_of, read_config_bytes};
-pub use parse::{ConfigError, Problem, is_dns_subdomain, parse_config, parse_config_file};
+pub use parse::{
+    ConfigError, Problem, is_dns_subdomain, parse_config, parse_config_bytes, parse_config_file,
+};
 pub use range::VfRange;
 
 /// Largest config file read: far above any real `resourceList` (a hundred resources fill

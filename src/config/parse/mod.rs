@@ -115,7 +115,12 @@ pub fn parse_config(text: &str, format: Format) -> Result<Config, ConfigError> {
 
 /// Reads and parses a config file: YAML for `.yaml`/`.yml`, JSON otherwise.
 pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = super::read_config_bytes(path)?;
+    parse_config_bytes(path, super::read_config_bytes(path)?)
+}
+
+/// Parses bytes already read from `path` (by [`super::read_config_bytes`]), so a daemon reads
+/// its config once per reload; `path` picks the syntax and names the file in errors.
+pub fn parse_config_bytes(path: &Path, bytes: Vec<u8>) -> Result<Config, ConfigError> {
     let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read {
         path: path.to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
