@@ -117,10 +117,10 @@ class DaemonPod:
     """One pod of a DaemonSet on `node`: the template's only container, run through CRI."""
 
     def __init__(self, client, node, template, image, configmaps, namespace="kube-system",
-                 extra_mounts=()):
+                 extra_mounts=(), extra_env=None):
         """`image`: what the container's `image` resolves to in containerd; `configmaps`:
-        {name: data} for configMap volumes; `extra_mounts`: TEST HARNESS ONLY mounts added
-        after kubelet's (each caller says why)."""
+        {name: data} for configMap volumes; `extra_mounts`, `extra_env`: TEST HARNESS ONLY
+        mounts and variables added after kubelet's (each caller says why)."""
         self.client = client
         self.node = node
         self.template = template
@@ -137,6 +137,7 @@ class DaemonPod:
         self.image = image
         self.configmaps = configmaps
         self.extra_mounts = list(extra_mounts)
+        self.extra_env = dict(extra_env or {})
         self.cid = None
 
     # ---- kubelet's mapping
@@ -182,7 +183,7 @@ class DaemonPod:
             assert ref in FIELD_REFS, f"env {e['name']}: fieldRef {ref}"
             out[e["name"]] = {"spec.nodeName": self.node.name, "metadata.name": self.name,
                               "metadata.namespace": self.namespace}[ref]
-        return out
+        return {**out, **self.extra_env}
 
     def volume_host_path(self, volume):
         """Where a volume is on the node, made as kubelet makes it."""

@@ -68,11 +68,27 @@ def image(containerd):
     return name
 
 
+# TEST HARNESS ONLY. The daemon checks each char device number from sysfs against the driver
+# that owns its major in /proc/devices. /proc/devices is the kernel's, not namespaced, and this
+# machine's kernel has no RDMA driver, so it lists no infiniband_verbs: every ConnectX function
+# of the simulated node would rightly be refused. On a real node the kernel lists them. The rig
+# gives the daemon the simulated node's procfs files instead (runc refuses a bind mount over a
+# file in /proc), through nicplug's --proc-root variable; nothing else of /proc is used.
+NODE_PROC = "/node-proc"
+
+
+def node_proc(node):
+    return [cri.Mount(container_path=NODE_PROC, host_path=str(node.root / "proc"), readonly=True,
+                      selinux_relabel=False, propagation=cri.PROPAGATION_PRIVATE)]
+
+
 def start_daemon(containerd, node, template, image, configmaps, extra_mounts=()):
     client = CriClient(containerd.socket)
     kubelet = Kubelet(node.kubelet_dir)
     kubelet.start()
-    pod = DaemonPod(client, node, template, image, configmaps, extra_mounts=extra_mounts)
+    pod = DaemonPod(client, node, template, image, configmaps,
+                    extra_mounts=[*node_proc(node), *extra_mounts],
+                    extra_env={"NICPLUG_PROC_ROOT": NODE_PROC})
     return client, kubelet, pod
 
 
