@@ -36,7 +36,7 @@ POD_KEYS = {"hostNetwork", "automountServiceAccountToken", "priorityClassName", 
             "tolerations", "serviceAccountName", "containers", "volumes", "imagePullSecrets",
             "securityContext"}
 CONTAINER_KEYS = {"name", "image", "imagePullPolicy", "command", "args", "env", "securityContext",
-                  "resources", "volumeMounts", "livenessProbe"}
+                  "resources", "volumeMounts", "livenessProbe", "readinessProbe"}
 SECURITY_KEYS = {"privileged", "allowPrivilegeEscalation", "readOnlyRootFilesystem",
                  "capabilities", "runAsUser", "seccompProfile"}
 MOUNT_KEYS = {"name", "mountPath", "readOnly"}
@@ -319,9 +319,10 @@ class DaemonPod:
         status["memory limit"] = limit
         return status
 
-    def liveness(self):
-        """The template's exec liveness probe, run as kubelet runs it: (exit code, output)."""
-        probe = self.container["livenessProbe"]
+    def run_probe(self, kind):
+        """The template's exec probe (`livenessProbe`, `readinessProbe`), run as kubelet runs
+        it: (exit code, output)."""
+        probe = self.container[kind]
         code, out, err = self.client.exec_sync(self.cid, probe["exec"]["command"],
                                                timeout=probe.get("timeoutSeconds", 1))
         return code, out + err

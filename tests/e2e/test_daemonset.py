@@ -166,11 +166,12 @@ def run_daemonset_and_a_dpdk_pod(containerd, template, image, configmaps, resour
         ids = sorted(d.id for d in kubelet.devices(resource))
         lines = [f"registered {resource} {took:.2f}s after RunPodSandbox, endpoint "
                  f"{reg.request.endpoint}, {len(ids)} devices"]
-        if "livenessProbe" in pod.container:
-            code, out = pod.liveness()
-            lines.append(f"liveness probe {pod.container['livenessProbe']['exec']['command']}: "
-                         f"exit {code} {out.strip()}")
-            assert code == 0, out
+        for kind in ("livenessProbe", "readinessProbe"):
+            if kind in pod.container:
+                code, out = pod.run_probe(kind)
+                lines.append(f"{kind} {pod.container[kind]['exec']['command']}: "
+                             f"exit {code} {out.strip()}")
+                assert code == 0, out
         proc = pod.process()
         lines.append("daemon process: " + ", ".join(
             f"{k} {proc[k]}" for k in ("Uid", "CapEff", "NoNewPrivs", "Seccomp", "VmHWM",
