@@ -738,10 +738,17 @@ fn config_check(file: &Path, args: &HostArgs) -> Result<ExitCode> {
                     }
                 );
             }
+            for r in &config.shared {
+                println!(
+                    "ok  {}  shared RDMA  rdmaHcaMax={}",
+                    r.full_name(),
+                    r.rdma_hca_max
+                );
+            }
             println!(
                 "{}: {} resource(s), valid",
                 file.display(),
-                config.resources.len()
+                config.resources.len() + config.shared.len()
             );
             Ok(ExitCode::SUCCESS)
         }
