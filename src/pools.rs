@@ -245,8 +245,7 @@ pub fn selects_shared(s: &SharedSelector, f: &PciFunction) -> bool {
         && any(&s.vendors, Some(&f.vendor_hex()))
         && any(&s.device_ids, Some(&f.device_hex()))
         && any(&s.drivers, f.driver.as_deref())
-        && (s.if_names.is_empty()
-            || f.netdevs.iter().any(|n| s.if_names.contains(&n.name)))
+        && (s.if_names.is_empty() || f.netdevs.iter().any(|n| s.if_names.contains(&n.name)))
         && (s.link_types.is_empty()
             || link.is_some_and(|l| s.link_types.iter().any(|x| x.eq_ignore_ascii_case(&l))))
 }
