@@ -1,0 +1,101 @@
+"""RDMA shared mode (the RDMA shared device plugin's `configList`) through the real daemon and
+the kubelet stand-in: the pool registers with `rdmaHcaMax` IDs, and two containers given two
+different IDs both get every selected HCA's nodes and counters."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "rdma-shared"
+SHARED = "rdma/rdma_shared_device_a"
+NODES = ["/dev/infiniband/uverbs4", "/dev/infiniband/rdma_cm", "/dev/infiniband/umad4",
+         "/dev/infiniband/issm4", "/dev/infiniband/uverbs5", "/dev/infiniband/umad5",
+         "/dev/infiniband/issm5"]
+
+
+@pytest.fixture
+def shared_node(make_node):
+    n = make_node(spec=(DATA / "shared-node.yaml").read_text())
+    # The network-operator's example beside an exclusive pool taking one ConnectX-5 port.
+    config = json.loads((DATA / "network-operator-example.json").read_text())
+    config["resourceList"] = [{"resourceName": "cx5_pf", "resourcePrefix": "nvidia.com",
+                               "selectors": {"pciAddresses": ["0000:03:00.0"], "isRdma": True}}]
+    n.write_config(config)
+    return n
+
+
+def _start(shared_node, daemons, *extra):
+    from kubelet import Kubelet
+    k = Kubelet(shared_node.kubelet_dir)
+    k.start()
+    d = daemons.start(shared_node, rescan_interval=60, extra=extra)
+    return k, d
+
+
+def test_shared_pool_registers_and_two_containers_share_the_hcas(shared_node, daemons):
+    kubelet, _ = _start(shared_node, daemons)
+    try:
+        kubelet.wait_all_registered([SHARED, "nvidia.com/cx5_pf"], timeout=15)
+        devs = kubelet.devices(SHARED)
+        assert sorted(d.id for d in devs) == sorted(str(i) for i in range(63))
+        assert all(d.health == "Healthy" for d in devs)
+        assert all(d.numa is None for d in devs)
+
+        a, b = kubelet.allocate(SHARED, [["0"], ["1"]])
+        assert a == b
+        assert [d["container_path"] for d in a["devices"]] == NODES
+        assert len(a["mounts"]) == 2 and all(m["read_only"] for m in a["mounts"])
+        assert a["envs"]["NICPLUG_RDMA_IBDEVS_RDMA_RDMA_SHARED_DEVICE_A"] == "mlx5_4,mlx5_5"
+        assert a == shared_node.ref_allocate(SHARED, ["17"])
+
+        # The exclusive pool's function is in no shared answer.
+        (x,) = kubelet.allocate("nvidia.com/cx5_pf", [["0000:03:00.0"]])
+        assert "/dev/infiniband/uverbs0" in [d["container_path"] for d in x["devices"]]
+        assert "/dev/infiniband/uverbs0" not in [d["container_path"] for d in a["devices"]]
+    finally:
+        kubelet.stop()
+
+
+def _carrier_down(node, bdf, netdev):
+    net = node.netdev_dir(bdf, netdev)
+    (net / "carrier").write_text("0\n")
+    (net / "operstate").write_text("down\n")
+
+
+def test_shared_pool_goes_unhealthy_only_when_every_hca_does(shared_node, daemons):
+    """ens1f0 without carrier from the start: the IDs stay Healthy through ens1f1; once ens1f1
+    loses it too (seen by the 1 s safety-net rescan here), every ID turns Unhealthy."""
+    from kubelet import Kubelet
+    _carrier_down(shared_node, "0000:81:00.0", "ens1f0")
+    kubelet = Kubelet(shared_node.kubelet_dir)
+    kubelet.start()
+    try:
+        daemons.start(shared_node, rescan_interval=1)
+        kubelet.wait_registered(SHARED, timeout=15)
+        devs = kubelet.devices(SHARED)
+        assert len(devs) == 63 and all(d.health == "Healthy" for d in devs)
+        mark = kubelet.mark(SHARED)
+        _carrier_down(shared_node, "0000:81:00.1", "ens1f1")
+        _, devs = kubelet.wait_devices(
+            SHARED, lambda devs: all(d.health == "Unhealthy" for d in devs), timeout=15,
+            after=mark)
+        assert len(devs) == 63
+    finally:
+        kubelet.stop()
+
+
+def test_shared_pool_cdi_names_one_device(shared_node, daemons, tmp_path):
+    cdi_dir = tmp_path / "cdi"
+    kubelet, _ = _start(shared_node, daemons, "--cdi", "--cdi-dir", str(cdi_dir))
+    try:
+        kubelet.wait_registered(SHARED, timeout=15)
+        (a,) = kubelet.allocate(SHARED, [["5", "6"]])
+        assert a["cdi_devices"] == [{"name": f"{SHARED}=hcas"}]
+        assert a["devices"] == [] and a["mounts"] == []
+        specs = {json.loads(p.read_text())["kind"]: json.loads(p.read_text())
+                 for p in cdi_dir.glob("*.json")}
+        (dev,) = specs[SHARED]["devices"]
+        assert [n["path"] for n in dev["containerEdits"]["deviceNodes"]] == NODES
+    finally:
+        kubelet.stop()
