@@ -9,7 +9,9 @@ pub mod range;
 
 use std::collections::BTreeMap;
 
-pub use parse::{ConfigError, Problem, is_dns_subdomain, parse_config, parse_config_file};
+pub use parse::{
+    ConfigError, Problem, format_of, is_dns_subdomain, parse_config, parse_config_file,
+};
 pub use range::VfRange;
 
 /// Which syntax a config text is in.

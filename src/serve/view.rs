@@ -1,6 +1,7 @@
 //! What one pool's plugin serves at a moment: the pool, the host snapshot it came from and the
 //! health of each device. Replaced whole on every change and shared with the gRPC handlers.
 
+use super::holders::Claims;
 use crate::HostPaths;
 use crate::api;
 use crate::edits::{self, ContainerEdits, EditError};
@@ -29,6 +30,11 @@ pub struct PoolView {
     pub reasons: BTreeMap<String, Reason>,
     /// CDI mode: the pool's spec as written; Allocate names its devices. `None`: no CDI.
     pub cdi: Option<Arc<crate::cdi::Published>>,
+    /// Devices of the pool kubelet still holds under another resource -> that resource.
+    pub held_elsewhere: BTreeMap<String, String>,
+    /// Devices held under this resource that left the pool (gone from the host, or moved by
+    /// a reload): listed Unhealthy until kubelet releases them.
+    pub ghosts: Vec<String>,
 }
 
 /// Why an allocation was refused.
@@ -88,7 +94,31 @@ impl PoolView {
             health,
             reasons,
             cdi: None,
+            held_elsewhere: BTreeMap::new(),
+            ghosts: Vec::new(),
         }
+    }
+
+    /// Apply who holds what (see `holders`): a device held under another resource is Unhealthy
+    /// here; one held under this resource but no longer in the pool stays listed, Unhealthy.
+    pub fn hold(&mut self, claims: &Claims) {
+        for (id, ok) in self.health.iter_mut() {
+            if let Some(other) = claims.elsewhere(&self.pool.name, id) {
+                *ok = false;
+                self.held_elsewhere.insert(id.clone(), other.to_string());
+            }
+        }
+        for id in claims.of(&self.pool.name) {
+            if !self.health.contains_key(id) {
+                self.ghosts.push(id.to_string());
+                self.health.insert(id.to_string(), false);
+            }
+        }
+    }
+
+    /// Devices listed to kubelet: the pool's and its ghosts.
+    pub fn listed(&self) -> usize {
+        self.health.len()
     }
 
     /// The device list, sorted by ID.
@@ -102,6 +132,11 @@ impl PoolView {
                 healthy: self.health.get(&d.id).copied().unwrap_or(false),
                 numa_node: d.numa_node,
             })
+            .chain(self.ghosts.iter().map(|id| Advertised {
+                id: id.clone(),
+                healthy: false,
+                numa_node: None,
+            }))
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list

@@ -32,6 +32,8 @@ pub enum Event {
     Rescan { why: &'static str, scope: Scope },
     /// A file appeared in (`created`) or left the device-plugins directory.
     PluginDir { name: String, created: bool },
+    /// Events of the device-plugins directory may have been lost: check every socket.
+    PluginDirLost,
     /// Something changed in the config file's directory.
     ConfigTouched,
     /// A netdev's live link state; `None` when it left our namespace.
@@ -41,44 +43,125 @@ pub enum Event {
     },
 }
 
-/// Watch a set of directories with inotify, mapping each event through `f`.
+/// The first wait before restarting a failed event source, doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Watch a set of directories with inotify, mapping each event through `f`. Whatever makes
+/// events go missing (queue overflow, a watched directory removed, a read error, a directory
+/// not there yet) sends `lost()` (the caller's full rescan) and opens the watch again, with
+/// capped backoff: the watcher never stops, and an error never spins.
 fn spawn_inotify<F>(
     dirs: Vec<PathBuf>,
     mask: WatchMask,
     tx: Sender<Event>,
     what: &'static str,
+    lost: fn() -> Event,
     f: F,
 ) where
     F: Fn(&inotify::Event<std::ffi::OsString>) -> Option<Event> + Send + 'static,
 {
-    let inotify = match Inotify::init() {
-        Ok(i) => i,
-        Err(e) => {
-            warn!("{what}: inotify unavailable ({e}); relying on the periodic rescan");
-            return;
-        }
-    };
-    for dir in &dirs {
-        if let Err(e) = inotify.watches().add(dir, mask) {
-            debug!(dir = %dir.display(), "{what}: cannot watch: {e}");
-        }
-    }
-    let mut stream = match inotify.into_event_stream([0u8; 4096]) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("{what}: inotify stream failed: {e}");
-            return;
-        }
-    };
     tokio::spawn(async move {
-        while let Some(Ok(ev)) = stream.next().await {
-            if let Some(event) = f(&ev)
-                && tx.send(event).await.is_err()
-            {
+        let mut backoff = FIRST_BACKOFF;
+        let mut opened_before = false;
+        loop {
+            let (stream, missing) = match open_inotify(&dirs, mask) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    warn!(
+                        "{what}: inotify unavailable ({e}); retrying in {backoff:?}, the periodic rescan covers meanwhile"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if opened_before {
+                // Changes between the failure and now were not seen.
+                if tx.send(lost()).await.is_err() {
+                    return;
+                }
+            }
+            opened_before = true;
+            let Some(mut stream) = stream else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            // A directory that could not be watched is tried again after the backoff.
+            let (wait, all_watched) = (backoff, missing.is_empty());
+            let retry = async move {
+                if all_watched {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(wait).await;
+            };
+            tokio::pin!(retry);
+            let why = loop {
+                let ev = tokio::select! {
+                    ev = stream.next() => ev,
+                    _ = &mut retry => break format!("not watched yet: {}", show(&missing)),
+                };
+                match ev {
+                    Some(Ok(ev)) => {
+                        if ev.mask.intersects(inotify::EventMask::Q_OVERFLOW) {
+                            break "event queue overflowed".to_string();
+                        }
+                        if ev.mask.intersects(inotify::EventMask::IGNORED) {
+                            break "a watched directory went away".to_string();
+                        }
+                        backoff = FIRST_BACKOFF;
+                        if let Some(event) = f(&ev)
+                            && tx.send(event).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => break format!("read failed: {e}"),
+                    None => break "stream ended".to_string(),
+                }
+            };
+            if missing.is_empty() {
+                warn!("{what}: {why}; full rescan, watching again in {backoff:?}");
+            } else {
+                debug!("{what}: {why}; retrying in {backoff:?}");
+            }
+            if tx.send(lost()).await.is_err() {
                 return;
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     });
+}
+
+type InotifyStream = inotify::EventStream<[u8; 4096]>;
+
+/// An inotify instance watching every directory of `dirs` that exists; the stream is `None`
+/// when none does. Also returns the directories not watched.
+fn open_inotify(
+    dirs: &[PathBuf],
+    mask: WatchMask,
+) -> std::io::Result<(Option<InotifyStream>, Vec<PathBuf>)> {
+    let inotify = Inotify::init()?;
+    let mut missing = Vec::new();
+    for dir in dirs {
+        if let Err(e) = inotify.watches().add(dir, mask) {
+            debug!(dir = %dir.display(), "cannot watch: {e}");
+            missing.push(dir.clone());
+        }
+    }
+    if missing.len() == dirs.len() {
+        return Ok((None, missing));
+    }
+    Ok((Some(inotify.into_event_stream([0u8; 4096])?), missing))
+}
+
+fn show(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn plugin_dir(dir: &Path, tx: Sender<Event>) {
@@ -87,6 +170,7 @@ pub fn plugin_dir(dir: &Path, tx: Sender<Event>) {
         WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO,
         tx,
         "device-plugins dir",
+        || Event::PluginDirLost,
         |ev| {
             let name = ev.name.as_ref()?.to_str()?.to_string();
             let created = ev
@@ -111,6 +195,7 @@ pub fn config_dir(config: &Path, tx: Sender<Event>) {
             | WatchMask::MODIFY,
         tx,
         "config dir",
+        || Event::ConfigTouched,
         |_| Some(Event::ConfigTouched),
     );
 }
@@ -125,6 +210,10 @@ pub fn sysfs_tree(sysfs_root: &Path, tx: Sender<Event>) {
         WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM,
         tx,
         "sysfs tree",
+        || Event::Rescan {
+            why: "sysfs watch restarted",
+            scope: Scope::All,
+        },
         |ev| {
             // Entries in these directories are named by PCI address; anything else (a queue
             // overflow, the directory itself going) could hide any change.
@@ -170,39 +259,110 @@ const UEVENT_SUBSYSTEMS: [&str; 8] = [
     "uio",
 ];
 
+/// Where kernel uevents come from: the netlink socket, or a test's script. A seam for the
+/// kernel's side only; what the daemon does with each outcome is [`pump_uevents`].
+pub trait UeventSource: Send + 'static {
+    /// The next uevent; `ENOBUFS` when the kernel dropped some (the socket stays usable).
+    fn recv(&mut self) -> impl std::future::Future<Output = std::io::Result<Vec<u8>>> + Send;
+}
+
+/// The kernel's uevent socket.
+struct NetlinkUevents(TokioSocket);
+
+impl UeventSource for NetlinkUevents {
+    async fn recv(&mut self) -> std::io::Result<Vec<u8>> {
+        self.0.recv_from_full().await.map(|(buf, _)| buf)
+    }
+}
+
+/// Receive buffer asked for: a 127-VF burst is hundreds of uevents at once. An overflow is
+/// still possible (and then handled), just rarer.
+const UEVENT_RCVBUF: usize = 4 << 20;
+
+fn open_uevents() -> std::io::Result<NetlinkUevents> {
+    let mut socket = TokioSocket::new(NETLINK_KOBJECT_UEVENT)?;
+    // Group 1: the kernel's own uevents (not udev's re-broadcast).
+    socket.socket_mut().bind(&SocketAddr::new(0, 1))?;
+    if let Err(e) = socket.socket_mut().set_rx_buf_sz(UEVENT_RCVBUF) {
+        debug!("uevent socket: cannot enlarge the receive buffer: {e}");
+    }
+    Ok(NetlinkUevents(socket))
+}
+
 pub fn uevents(tx: Sender<Event>) {
-    let mut socket = match TokioSocket::new(NETLINK_KOBJECT_UEVENT) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("kernel uevents unavailable ({e}); relying on the periodic rescan");
+    tokio::spawn(pump_uevents(open_uevents, tx));
+}
+
+/// Turn uevents into rescans, for as long as anyone listens. A dropped batch (`ENOBUFS`) is a
+/// full rescan; any other error is a full rescan and a fresh socket after a capped backoff.
+pub async fn pump_uevents<S, O>(mut open: O, tx: Sender<Event>)
+where
+    S: UeventSource,
+    O: FnMut() -> std::io::Result<S> + Send + 'static,
+{
+    let lost = || Event::Rescan {
+        why: "uevents lost",
+        scope: Scope::All,
+    };
+    let mut backoff = FIRST_BACKOFF;
+    let mut overflows = 0u64;
+    let mut opened_before = false;
+    loop {
+        let mut source = match open() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(
+                    "kernel uevents unavailable ({e}); retrying in {backoff:?}, the periodic rescan covers meanwhile"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if opened_before && tx.send(lost()).await.is_err() {
             return;
         }
-    };
-    // Group 1: the kernel's own uevents (not udev's re-broadcast).
-    if let Err(e) = socket.socket_mut().bind(&SocketAddr::new(0, 1)) {
-        warn!("cannot subscribe to kernel uevents ({e}); relying on the periodic rescan");
-        return;
-    }
-    tokio::spawn(async move {
+        opened_before = true;
         loop {
-            let Ok((buf, _)) = socket.recv_from_full().await else {
-                continue;
-            };
-            let Some(scope) = uevent_scope(&buf) else {
-                continue;
-            };
-            if tx
-                .send(Event::Rescan {
-                    why: "uevent",
-                    scope,
-                })
-                .await
-                .is_err()
-            {
-                return;
+            match source.recv().await {
+                Ok(buf) => {
+                    backoff = FIRST_BACKOFF;
+                    if let Some(scope) = uevent_scope(&buf)
+                        && tx
+                            .send(Event::Rescan {
+                                why: "uevent",
+                                scope,
+                            })
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overflows += 1;
+                    if overflows == 1 || overflows.is_multiple_of(100) {
+                        warn!(
+                            overflows,
+                            "uevent socket overflowed: events lost; full rescan"
+                        );
+                    }
+                    if tx.send(lost()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!("uevent socket failed ({e}); full rescan, reopening in {backoff:?}");
+                    if tx.send(lost()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    break;
+                }
             }
         }
-    });
+    }
 }
 
 /// What a kernel uevent (`KEY=value` strings, NUL-separated) says may have changed; `None`
@@ -371,6 +531,111 @@ pub(crate) fn live_link(msg: &LinkMessage) -> LiveLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The kernel's side, scripted: each outcome once, then silence.
+    struct Script(VecDeque<std::io::Result<Vec<u8>>>);
+
+    impl UeventSource for Script {
+        async fn recv(&mut self) -> std::io::Result<Vec<u8>> {
+            match self.0.pop_front() {
+                Some(r) => r,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn scope_of(ev: Option<Event>) -> (&'static str, Scope) {
+        match ev {
+            Some(Event::Rescan { why, scope }) => (why, scope),
+            other => panic!("expected a rescan, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_or_failed_uevent_source_is_a_full_rescan_and_is_reopened() {
+        let vf = "0000:3b:01.1";
+        let add = move || {
+            Ok(uevent(&[
+                &format!("DEVPATH=/devices/pci0000:3a/{vf}"),
+                "SUBSYSTEM=pci",
+            ]))
+        };
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        let open = move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let script: Vec<std::io::Result<Vec<u8>>> = match n {
+                0 => vec![
+                    add(),
+                    Err(std::io::Error::from_raw_os_error(libc::ENOBUFS)),
+                    add(),
+                    Err(std::io::Error::from_raw_os_error(libc::EIO)),
+                ],
+                1 => return Err(std::io::Error::from_raw_os_error(libc::EMFILE)),
+                _ => vec![add()],
+            };
+            Ok(Script(script.into()))
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(pump_uevents(open, tx));
+        let all = ("uevents lost", Scope::All);
+        let one = ("uevent", Scope::function(vf));
+        assert_eq!(scope_of(rx.recv().await), one);
+        assert_eq!(
+            scope_of(rx.recv().await),
+            all,
+            "an overflow is a full rescan"
+        );
+        assert_eq!(scope_of(rx.recv().await), one, "and the socket goes on");
+        assert_eq!(scope_of(rx.recv().await), all, "a failure is a full rescan");
+        // Reopening failed once, then worked: what happened meanwhile is unknown.
+        assert_eq!(scope_of(rx.recv().await), all);
+        assert_eq!(scope_of(rx.recv().await), one);
+        assert_eq!(opened.load(Ordering::SeqCst), 3);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_watched_directory_removed_and_recreated_is_watched_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("device-plugins");
+        std::fs::create_dir(&dir).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        plugin_dir(&dir, tx);
+        // The watch is live.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(dir.join("a"), "").unwrap();
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await,
+            Ok(Some(Event::PluginDir { ref name, created: true })) if name == "a"
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        // Until a file made in the new directory is seen, every event must be a loss report
+        // or about the old one.
+        let mut lost = 0;
+        for _ in 0..200 {
+            std::fs::write(dir.join("b"), "").unwrap();
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Event::PluginDir {
+                    name,
+                    created: true,
+                })) if name == "b" => {
+                    assert!(lost > 0, "the restart must say events were lost");
+                    return;
+                }
+                Ok(Some(Event::PluginDirLost)) => lost += 1,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the watcher stopped"),
+                Err(_) => panic!("nothing from the re-created directory within 10 s"),
+            }
+            std::fs::remove_file(dir.join("b")).unwrap();
+        }
+        panic!("the re-created directory was never watched");
+    }
 
     fn uevent(fields: &[&str]) -> Vec<u8> {
         let mut buf = b"remove@/devices/x".to_vec();

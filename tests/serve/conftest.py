@@ -111,6 +111,7 @@ def kubelet(node, request):
     k.start()
     yield k
     k.stop()
+    k.stop_pod_resources()
     if _failed(request):
         print("\n===== kubelet stand-in: Register calls =====")
         for r in k.all_registrations:
