@@ -114,9 +114,11 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
                         resource: pool.name.clone(),
                     }
                 }
-                None if config.resources.is_empty() => Placement::Unpooled {
-                    reason: "no resource configured".into(),
-                },
+                None if config.resources.is_empty() && config.shared.is_empty() => {
+                    Placement::Unpooled {
+                        reason: "no resource configured".into(),
+                    }
+                }
                 None => Placement::Unpooled {
                     reason: vdpa_miss(host, f, config)
                         .unwrap_or_else(|| "no resource selects it".into()),
@@ -145,7 +147,7 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
                         Some(r) => format!("; {r}, so no isRdma pool takes it"),
                         None => String::new(),
                     };
-                    let base = if config.resources.is_empty() {
+                    let base = if config.resources.is_empty() && config.shared.is_empty() {
                         "no resource configured"
                     } else {
                         "no resource selects it"
@@ -167,7 +169,7 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
 /// A shared pool: the HCAs its selector picks among the functions no earlier pool took
 /// (exclusive pools first, then shared ones in file order: one function, one pool), and
 /// `rdmaHcaMax` IDs when it has at least one. A function the selector picks but another pool
-/// holds stays there; `discover` says which.
+/// holds stays there (`discover` names that pool).
 fn shared_pool(
     host: &Host,
     r: &SharedResource,

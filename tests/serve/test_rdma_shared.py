@@ -99,3 +99,37 @@ def test_shared_pool_cdi_names_one_device(shared_node, daemons, tmp_path):
         assert [n["path"] for n in dev["containerEdits"]["deviceNodes"]] == NODES
     finally:
         kubelet.stop()
+
+
+def test_shared_hca_counters_labelled_with_every_pod_sharing_it(shared_node, daemons):
+    """Two pods share the HCAs (pod-b holds two IDs): each HCA's counters appear once per
+    holder, labelled with the HCA's PCI address and that pod, never summed twice."""
+    from kubelet import Kubelet, PodResources
+    from test_metrics import free_port, samples, value
+
+    pods = [("ns1", "pod-a", "c1", SHARED, ["0"]), ("ns1", "pod-b", "c1", SHARED, ["1", "2"])]
+    pr = PodResources(shared_node.kubelet_dir, pods)
+    kubelet = Kubelet(shared_node.kubelet_dir)
+    kubelet.start()
+    port = free_port()
+    try:
+        daemons.start(shared_node, rescan_interval=60, extra=["--metrics-addr", f"127.0.0.1:{port}"])
+        kubelet.wait_registered(SHARED, timeout=15)
+        got = samples(port)
+        assert value(got, "nicplug_pool_devices", resource=SHARED) == 63
+        assert value(got, "nicplug_pool_allocated_devices", resource=SHARED) == 3
+        for bdf, ibdev in [("0000:81:00.0", "mlx5_4"), ("0000:81:00.1", "mlx5_5")]:
+            hw = shared_node.pci_dir(bdf) / "infiniband" / ibdev / "ports" / "1" / "hw_counters"
+            counter = sorted(hw.iterdir())[0]
+            want = int(counter.read_text())
+            for pod in ["pod-a", "pod-b"]:
+                labels = {"resource": SHARED, "device": bdf, "ibdev": ibdev, "port": "1",
+                          "namespace": "ns1", "pod": pod, "container": "c1",
+                          "counter": counter.name}
+                assert value(got, "nicplug_rdma_hw_stat_total", **labels) == want, (bdf, pod)
+        # The exclusive pool's HCA is nobody's here.
+        assert not [k for k in got if k[0] == "nicplug_rdma_hw_stat_total"
+                    and dict(k[1])["device"] == "0000:03:00.0"]
+    finally:
+        kubelet.stop()
+        pr.stop()
