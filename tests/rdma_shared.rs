@@ -349,3 +349,29 @@ fn ids_are_healthy_while_one_hca_is() {
     assert!(view.advertised().iter().all(|d| !d.healthy));
     assert!(view.allocate(&s(&["3"])).is_err());
 }
+
+#[test]
+fn the_shared_plugins_command_line_spellings() {
+    let bin = env!("CARGO_BIN_EXE_nicplug");
+    for flag in ["-version", "--version"] {
+        let out = std::process::Command::new(bin).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{flag}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("nicplug "),
+            "{flag}"
+        );
+    }
+    // `--config-file` names a configList file as well as a resourceList one.
+    let out = std::process::Command::new(bin)
+        .args(["config", "check"])
+        .arg(Path::new(DATA).join("readme-example.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok  rdma/hca_shared_devices_a  shared RDMA  rdmaHcaMax=1000"),
+        "{text}"
+    );
+    assert!(text.contains("2 resource(s), valid"), "{text}");
+}
