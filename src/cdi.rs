@@ -208,9 +208,10 @@ pub fn qualified_name(kind: &str, id: &str) -> String {
     format!("{kind}={id}")
 }
 
-/// Spec file name of a pool (`nicplug-nvidia.com-cx6dx_vf.json`), the plugin socket's scheme.
+/// Spec file name of a pool (`nicplug-nvidia.com_cx6dx_vf.json`), one per full name (see
+/// [`crate::identity`]).
 pub fn file_name(resource: &str) -> String {
-    format!("nicplug-{}.json", resource.replace('/', "-"))
+    crate::identity::cdi_file_name(resource)
 }
 
 /// `<ID>` of the per-device variables: upper case, everything but letters and digits as `_`.
@@ -414,12 +415,32 @@ impl Published {
 }
 
 /// A CDI spec directory nicplug writes into: every file is written whole (temp file in the
-/// same directory, then a rename), rewritten only when its contents change, and removed when
-/// asked. Only files named `nicplug-*.json` are ever touched.
+/// same directory, then a rename), rewritten only when its contents change or someone else
+/// changed or removed it, and removed when asked. Only files named `nicplug-*.json` are ever
+/// touched.
 #[derive(Debug)]
 pub struct SpecDir {
     dir: PathBuf,
-    written: BTreeMap<String, Vec<u8>>,
+    written: BTreeMap<String, Written>,
+}
+
+/// A file as written: its contents, and its identity on disk right after.
+#[derive(Debug)]
+struct Written {
+    body: Vec<u8>,
+    stamp: Option<Stamp>,
+}
+
+/// Device, inode, change time and size of a regular file. Any write, replacement or removal by
+/// someone else changes it: the change time cannot be set back from user space.
+type Stamp = (u64, u64, i64, i64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    m.file_type()
+        .is_file()
+        .then(|| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec(), m.size()))
 }
 
 impl SpecDir {
@@ -439,15 +460,47 @@ impl SpecDir {
         self.written.keys().map(String::as_str)
     }
 
-    /// Write `name` unless it already holds exactly `body`; true when written.
+    /// Write `name` unless it already holds exactly `body`, as this writer left it; true when
+    /// written.
     pub fn write(&mut self, name: &str, body: &[u8]) -> std::io::Result<bool> {
         check_name(name)?;
-        if self.written.get(name).is_some_and(|b| b == body) && self.dir.join(name).exists() {
+        let path = self.dir.join(name);
+        if let Some(w) = self.written.get(name)
+            && w.body == body
+            && w.stamp.is_some()
+            && w.stamp == stamp(&path)
+        {
             return Ok(false);
         }
         crate::files::write_atomically(&self.dir, name, body)?;
-        self.written.insert(name.to_string(), body.to_vec());
+        let stamp = stamp(&path);
+        self.written.insert(
+            name.to_string(),
+            Written {
+                body: body.to_vec(),
+                stamp,
+            },
+        );
         Ok(true)
+    }
+
+    /// Write again every file someone else changed, replaced or removed since this writer
+    /// wrote it; returns their names. Cheap when nothing changed: one `lstat` per file.
+    pub fn repair(&mut self) -> std::io::Result<Vec<String>> {
+        let changed: Vec<String> = self
+            .written
+            .iter()
+            .filter(|(name, w)| w.stamp.is_none() || w.stamp != stamp(&self.dir.join(name)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &changed {
+            // Without a stamp `write` cannot skip it, and a failed write is retried next time.
+            let w = self.written.get_mut(name).expect("listed");
+            w.stamp = None;
+            let body = w.body.clone();
+            self.write(name, &body)?;
+        }
+        Ok(changed)
     }
 
     /// Remove a file; true when it existed.
@@ -487,7 +540,9 @@ impl SpecDir {
         for entry in entries {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
+            // Temp files: today's, and the `.nicplug-<name>.<pid>.tmp` of earlier versions.
             let ours = (name.starts_with("nicplug-") && name.ends_with(".json"))
+                || crate::files::is_temp_name(name)
                 || (name.starts_with(".nicplug-") && name.ends_with(".tmp"));
             if ours && !self.written.contains_key(name) {
                 match std::fs::remove_file(self.dir.join(name)) {

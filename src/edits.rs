@@ -71,6 +71,13 @@ pub fn pcidevice_env_name(pool: &Pool) -> String {
     info::env_name("PCIDEVICE", &pool.prefix, &pool.resource_name)
 }
 
+/// Every pool-wide variable an allocation from `pool` sets (identity checks compare them across
+/// pools; per-device CDI variables are [`crate::cdi::device_env`]'s).
+pub fn env_names(pool: &Pool) -> Vec<String> {
+    let key = pcidevice_env_name(pool);
+    vec![format!("{key}_INFO"), key, eal_env_name(pool)]
+}
+
 /// Compute the container edits for `ids` (in request order) of `pool`.
 pub fn container_edits(
     pool: &Pool,

@@ -14,6 +14,7 @@ pub mod files;
 pub mod fixture;
 pub mod health;
 pub mod host;
+pub mod identity;
 pub mod info;
 pub mod legacy;
 pub mod paths;

@@ -159,7 +159,7 @@ enum Command {
     /// `<prefix>/<name>`, one device per function named by its ID), or print them as a JSON
     /// array: `podman run --device nvidia.com/cx6dx_vf=0000:3b:00.2`
     Cdi {
-        /// Write `nicplug-<prefix>-<name>.json` files into DIR (atomically) instead of printing
+        /// Write `nicplug-<prefix>_<name>.json` files into DIR (atomically) instead of printing
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
         #[arg(long, default_value = nicplug::cdi::DEFAULT_VERSION, value_parser = cdi_version, help = CDI_VERSION_HELP)]
@@ -230,7 +230,9 @@ fn cdi_version(s: &str) -> Result<String, String> {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Exit 0 with a one-line summary per pool, or exit 2 with every problem found
+    /// Exit 0 with a one-line summary per pool, or exit 2 with every problem found, including
+    /// resources whose sockets, CDI specs, variables or device-info files would clash (socket
+    /// paths measured against /var/lib/kubelet/device-plugins) and names kubelet would refuse
     Check {
         /// The config file (as for --config) [default: --config/--config-file, or
         /// /etc/pcidp/config.json]
@@ -728,7 +730,11 @@ fn cdi_specs(args: &HostArgs, output_dir: Option<&Path>, version: &str) -> Resul
 }
 
 fn config_check(file: &Path, args: &HostArgs) -> Result<ExitCode> {
-    match config::parse_config_file(file) {
+    let checked = config::parse_config_file(file).and_then(|config| {
+        let plugin_dir = Path::new(nicplug::identity::DEFAULT_PLUGIN_DIR);
+        nicplug::identity::check(&config, &args.resource_prefix, plugin_dir).map(|()| config)
+    });
+    match checked {
         Ok(config) => {
             for r in &config.resources {
                 let selectors = r.selectors.len();

@@ -66,6 +66,12 @@ struct PciInfo<'a> {
     rdma_device: Option<&'a str>,
 }
 
+/// Name of the device-info file of device `id` of `pool`: `<prefix>-<name>-<id>-device.json`,
+/// the name CNIs look for (not nicplug's to choose).
+pub fn device_info_file(pool: &Pool, id: &str) -> String {
+    format!("{}-{}-{id}-device.json", pool.prefix, pool.resource_name)
+}
+
 /// The CNI device-info file for one allocated function: (file name, contents), in the format of
 /// the network plumbing working group's device-info spec 1.1.0 as the SR-IOV plugin writes it.
 /// PCI functions only: scalable functions get no device-info file (their `pci` record would
@@ -73,10 +79,7 @@ struct PciInfo<'a> {
 /// the `PCIDEVICE_*` variables. `rdma-device` only when the pool hands out the function's RDMA
 /// side (`isRdma`), as the SR-IOV plugin does since it stopped naming it for every function.
 pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
-    let name = format!(
-        "{}-{}-{}-device.json",
-        pool.prefix, pool.resource_name, f.address
-    );
+    let name = device_info_file(pool, &f.address);
     // A function of a `vdpaType` pool is described by its vDPA device, as the SR-IOV plugin does.
     let vdpa = pool
         .device(&f.address)

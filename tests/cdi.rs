@@ -244,7 +244,7 @@ fn names_device_ids_are_cdi_device_names_unchanged() {
     assert_eq!(cdi::env_id("mlx5_core.sf.4"), "MLX5_CORE_SF_4");
     assert_eq!(
         cdi::file_name("nvidia.com/cx6dx_vf"),
-        "nicplug-nvidia.com-cx6dx_vf.json"
+        "nicplug-nvidia.com_cx6dx_vf.json"
     );
 }
 
@@ -398,6 +398,7 @@ fn spec_dir_removes_files_of_an_earlier_run_but_nothing_else() {
     for f in [
         "nicplug-nvidia.com-old.json",
         ".nicplug-nvidia.com-old.json.123.tmp",
+        ".nicplug.Xy3kQ9aBc1dE.tmp",
         "vendor.json",
         "nicplug-notes.txt",
     ] {
@@ -409,6 +410,7 @@ fn spec_dir_removes_files_of_an_earlier_run_but_nothing_else() {
         out.remove_stale().unwrap(),
         [
             ".nicplug-nvidia.com-old.json.123.tmp",
+            ".nicplug.Xy3kQ9aBc1dE.tmp",
             "nicplug-nvidia.com-old.json"
         ]
     );

@@ -265,7 +265,11 @@ fn check(text: &str, format: Format) -> Result<(), TestCaseError> {
                 );
             }
         }
-        Err(e @ ConfigError::Read { .. }) => prop_assert!(false, "parse_config read a file: {e}"),
+        Err(
+            e @ (ConfigError::Read { .. }
+            | ConfigError::NotRegular { .. }
+            | ConfigError::TooLarge { .. }),
+        ) => prop_assert!(false, "parse_config read a file: {e}"),
     }
     Ok(())
 }

@@ -4,15 +4,21 @@
 //! Parsing goes text -> `serde_json::Value` -> typed [`Config`], walking the value by hand so that
 //! every rejection can name its JSON path, the rule it broke and the fix.
 
+mod file;
 mod parse;
 pub mod range;
 
 use std::collections::BTreeMap;
 
+pub use file::{format_of, read_config_bytes};
 pub use parse::{
-    ConfigError, Problem, format_of, is_dns_subdomain, parse_config, parse_config_file,
+    ConfigError, Problem, is_dns_subdomain, parse_config, parse_config_bytes, parse_config_file,
 };
 pub use range::VfRange;
+
+/// Largest config file read: far above any real `resourceList` (a hundred resources fill
+/// ~50 KiB), and small enough that the parsed tree of the densest file stays a few MiB.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 
 /// Which syntax a config text is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

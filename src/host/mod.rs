@@ -2,12 +2,14 @@
 
 mod aux;
 mod classes;
+mod majors;
 mod model;
 mod models;
 mod read;
 mod sysfs;
 
 pub use classes::is_representor;
+pub use majors::Majors;
 pub use model::*;
 pub use models::model_name;
 pub use read::{DiscoverError, Scope, discover, refresh};

@@ -39,7 +39,8 @@ pub struct NetDev {
     pub carrier: Option<bool>,
     /// `ether`, `infiniband`, ... derived from the ARPHRD `type`.
     pub link_type: String,
-    /// This netdev carries the IPv4 default route (never offered, like the SR-IOV plugin).
+    /// This netdev carries an IPv4 or IPv6 default route (never offered, like the SR-IOV
+    /// plugin's IPv4 check).
     pub default_route: bool,
     /// `phys_port_name`: `p0` on an uplink, `pf0vf3` / `pf0sf88` on a switchdev representor;
     /// `None` when the driver reports none (legacy mode).

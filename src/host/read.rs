@@ -215,6 +215,15 @@ fn finish(
     let default_routes = default_route_ifaces(&paths.proc_root);
     let mut aux_functions = super::aux::aux_functions(root, &mut skipped);
     classes::attach_vdpa(root, &mut functions, &mut skipped);
+    let mut rdma_cm = rdma_cm(root);
+    super::majors::check(
+        &paths.proc_root,
+        root,
+        &mut functions,
+        &mut aux_functions,
+        &mut skipped,
+        &mut rdma_cm,
+    );
     for netdev in functions
         .iter_mut()
         .flat_map(|f| f.netdevs.iter_mut())
@@ -228,7 +237,7 @@ fn finish(
         functions,
         aux_functions,
         rdma_netns_mode: netns_mode(root),
-        rdma_cm: rdma_cm(root),
+        rdma_cm,
         skipped,
     }
 }
@@ -391,18 +400,29 @@ impl Reader {
     }
 }
 
-/// `virtfnN -> ../<vf>` links of a PF, as VF address -> N.
+/// `virtfnN -> ../<vf>` links of a PF, as VF address -> N. An odd entry (no number, not a
+/// link, two indices for one VF) is left out rather than failing the map: it must not hide its
+/// siblings. A VF it concerns finds no link back and is skipped on its own.
 fn virtfn_map(pf_dir: &Path) -> Res<HashMap<String, u32>> {
     let mut map = HashMap::new();
+    let mut twice = BTreeSet::new();
     for name in list_names(pf_dir)? {
         let Some(index) = name.strip_prefix("virtfn") else {
             continue;
         };
         let path = pf_dir.join(&name);
-        let index: u32 = parse(&path, index)?;
-        if let Some(vf) = link_name(&path)? {
-            map.insert(vf, index);
+        let (Ok(index), Ok(Some(vf))) = (parse::<u32>(&path, index), link_name(&path)) else {
+            warn!(entry = %path.display(), "ignoring an odd virtfn entry");
+            continue;
+        };
+        if map.insert(vf.clone(), index).is_some() {
+            twice.insert(vf);
         }
+    }
+    // A VF listed under two indices has no one index: neither is trusted.
+    for vf in twice {
+        warn!(pf = %pf_dir.display(), %vf, "VF listed by two virtfn entries; skipping it");
+        map.remove(&vf);
     }
     Ok(map)
 }
@@ -585,20 +605,55 @@ fn rdma_cm(root: &Path) -> Option<CharDev> {
     }
 }
 
-/// Interfaces that carry an IPv4 default route, from `/proc/net/route`.
+/// Interfaces that carry a default route, IPv4 (`/proc/net/route`) or IPv6
+/// (`/proc/net/ipv6_route`, absent when IPv6 is disabled).
 fn default_route_ifaces(proc_root: &Path) -> BTreeSet<String> {
-    let file = proc_root.join("net/route");
-    let Ok(text) = fs::read_to_string(&file) else {
-        warn!(file = %file.display(), "cannot read the routing table; no netdev is treated as carrying the default route");
-        return BTreeSet::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
+    let mut out = BTreeSet::new();
+    let v4 = proc_root.join("net/route");
+    match route_lines(&v4) {
+        Ok(lines) => out.extend(lines.skip(1).filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
-        })
-        .collect()
+        })),
+        Err(e) => {
+            warn!(file = %v4.display(), "cannot read the routing table; no netdev is treated as carrying the IPv4 default route: {e}")
+        }
+    }
+    let v6 = proc_root.join("net/ipv6_route");
+    match route_lines(&v6) {
+        // dest, dest prefix length, src, src prefix length, next hop, metric, refcnt, use,
+        // flags, device. A reject route (`unreachable default`, flag 0x200) carries nothing.
+        Ok(lines) => out.extend(lines.filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = f.get(8).and_then(|s| u32::from_str_radix(s, 16).ok())?;
+            (f.len() >= 10
+                && f[0].bytes().all(|b| b == b'0')
+                && f[1] == "00"
+                && flags & 0x200 == 0
+                && f[9] != "lo")
+                .then(|| f[9].to_string())
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(file = %v6.display(), "cannot read the IPv6 routing table; no netdev is treated as carrying the IPv6 default route: {e}")
+        }
+    }
+    out
+}
+
+/// Lines of a routing table, streamed (a router's table can be large): opened non-blocking
+/// and refused unless a regular file, so a FIFO in its place never blocks discovery.
+fn route_lines(path: &Path) -> io::Result<impl Iterator<Item = String>> {
+    use std::io::BufRead;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(io::BufReader::new(file).lines().map_while(Result::ok))
 }
 
 fn arphrd_name(t: u32) -> String {

@@ -7,6 +7,7 @@
 mod counters;
 mod holders;
 mod http;
+mod lock;
 mod metrics;
 mod plugin;
 mod podresources;
@@ -28,6 +29,7 @@ use crate::HostPaths;
 use crate::cdi;
 use crate::config::{self, Config, ConfigError};
 use crate::host::{self, DiscoverError, Host, Scope, Skipped};
+use crate::identity;
 use crate::pools;
 use holders::Holders;
 use server::PoolEndpoint;
@@ -74,6 +76,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -99,16 +103,29 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         move |source| ServeError::Io { path, source }
     };
     std::fs::create_dir_all(&plugin_dir).map_err(io_err(&plugin_dir))?;
-    let (config_bytes, config) = match load_config(opts.config_path.clone(), None).await {
-        Load::Unreadable(e) => return Err(io_err(&opts.config_path)(e)),
-        Load::Unchanged => unreachable!("nothing to compare with"),
-        Load::Read { bytes, parsed } => {
-            let config = parsed.map_err(|source| ServeError::Config {
+    // Before anything is touched: a second daemon must leave the first one's files alone.
+    let _lock = lock::lock_dir(&plugin_dir)?;
+    clean_up_after_earlier_runs(&opts, &plugin_dir);
+    let checks = IdentityChecks {
+        default_prefix: opts.default_prefix.clone(),
+        plugin_dir: plugin_dir.clone(),
+    };
+    let (config_bytes, config) = match load_config(opts.config_path.clone(), None, checks).await {
+        Load::Unreadable(source)
+        | Load::Read {
+            parsed: Err(source),
+            ..
+        } => {
+            return Err(ServeError::Config {
                 path: opts.config_path.clone(),
                 source,
-            })?;
-            (bytes, config)
+            });
         }
+        Load::Unchanged => unreachable!("nothing to compare with"),
+        Load::Read {
+            bytes,
+            parsed: Ok(config),
+        } => (bytes, config),
     };
     let holders = Arc::new(Holders::load(Some(plugin_dir.join(holders::STATE_FILE))));
     tokio::spawn(holders.clone().poll(opts.pod_resources_socket.clone()));
@@ -151,6 +168,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // Watch before the first read, so nothing can change unseen in between.
     watch::plugin_dir(&plugin_dir, tx.clone());
     watch::config_dir(&opts.config_path, tx.clone());
+    if opts.cdi_version.is_some() {
+        watch::cdi_dir(&opts.paths.cdi_dir, tx.clone());
+    }
     watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
     watch::uevents(tx.clone());
     watch::links(tx.clone());
@@ -264,11 +284,13 @@ impl Manager {
         }
 
         let (mut rescan, mut reload, mut links_changed) = (None::<(&str, Scope)>, false, false);
+        let mut cdi_touched = false;
         for ev in batch {
             match ev {
                 Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
                 Event::PluginDirLost => self.plugin_dir_lost().await,
                 Event::ConfigTouched => reload = true,
+                Event::CdiTouched => cdi_touched = true,
                 Event::Rescan { why, scope } => {
                     rescan = Some(match rescan {
                         Some((_, seen)) => (why, seen.merge(scope)),
@@ -290,6 +312,22 @@ impl Manager {
             self.rebuild().await;
         } else if links_changed {
             self.refresh_health();
+        }
+        if cdi_touched || rescanned {
+            self.repair_cdi();
+        }
+    }
+
+    /// Write again any spec someone else changed or removed: Allocate names them.
+    fn repair_cdi(&mut self) {
+        let Some(dir) = &mut self.cdi_dir else { return };
+        match dir.repair() {
+            Ok(names) => {
+                for file in names {
+                    warn!(dir = %dir.dir().display(), %file, "CDI spec changed or removed by someone else; written again");
+                }
+            }
+            Err(e) => error!(dir = %dir.dir().display(), "cannot write a CDI spec again: {e}"),
         }
     }
 
@@ -375,12 +413,16 @@ impl Manager {
     /// once and parsed from those bytes, off the runtime threads.
     async fn reload_config(&mut self) -> bool {
         let path = self.opts.config_path.clone();
-        let (bytes, parsed) = match load_config(path.clone(), Some(self.config_bytes.clone())).await
-        {
-            // Mid-swap, or gone: keep the last good config; the next event retries.
-            Load::Unreadable(_) | Load::Unchanged => return false,
-            Load::Read { bytes, parsed } => (bytes, parsed),
+        let checks = IdentityChecks {
+            default_prefix: self.opts.default_prefix.clone(),
+            plugin_dir: self.plugin_dir.clone(),
         };
+        let (bytes, parsed) =
+            match load_config(path.clone(), Some(self.config_bytes.clone()), checks).await {
+                // Mid-swap, or gone: keep the last good config; the next event retries.
+                Load::Unreadable(_) | Load::Unchanged => return false,
+                Load::Read { bytes, parsed } => (bytes, parsed),
+            };
         self.config_bytes = bytes;
         match parsed {
             Ok(config) => {
@@ -718,9 +760,31 @@ fn raise_fd_limit() {
     }
 }
 
+/// What a killed daemon leaves behind: plugin sockets (`nicplug probe` would fail on them
+/// forever) and temp files of interrupted writes. Only called with the directory lock held.
+fn clean_up_after_earlier_runs(opts: &ServeOptions, plugin_dir: &std::path::Path) {
+    match lock::remove_stale_sockets(plugin_dir) {
+        Ok(gone) if !gone.is_empty() => {
+            info!(dir = %plugin_dir.display(), sockets = %gone.join(","), "removed sockets of an earlier run")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(dir = %plugin_dir.display(), "cannot clean the plugin directory: {e}"),
+    }
+    if opts.device_info {
+        let dir = &opts.paths.device_info_dir;
+        match crate::files::remove_stale_temps(dir) {
+            Ok(gone) if !gone.is_empty() => {
+                info!(dir = %dir.display(), files = %gone.join(","), "removed temp files of an earlier run")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(dir = %dir.display(), "cannot clean the device-info directory: {e}"),
+        }
+    }
+}
+
 /// What reading the config file gave.
 enum Load {
-    Unreadable(std::io::Error),
+    Unreadable(ConfigError),
     /// The same bytes as last time.
     Unchanged,
     Read {
@@ -731,27 +795,34 @@ enum Load {
 
 /// Read the config file once and parse those very bytes, off the runtime threads: a swap
 /// between a read and a parse can no longer serve a file that is not on disk.
-async fn load_config(path: PathBuf, last: Option<Vec<u8>>) -> Load {
+/// Bounded and never blocking on a planted FIFO ([`config::read_config_bytes`]); the identity
+/// rules are checked on the same thread.
+async fn load_config(path: PathBuf, last: Option<Vec<u8>>, checks: IdentityChecks) -> Load {
     let read = move || {
-        let bytes = match std::fs::read(&path) {
+        let bytes = match config::read_config_bytes(&path) {
             Ok(b) => b,
             Err(e) => return Load::Unreadable(e),
         };
         if last.as_deref() == Some(&bytes[..]) {
             return Load::Unchanged;
         }
-        let parsed = match std::str::from_utf8(&bytes) {
-            Ok(text) => config::parse_config(text, config::format_of(&path, text)),
-            Err(e) => Err(ConfigError::Read {
-                path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
-        };
+        let parsed = config::parse_config_bytes(&path, bytes.clone()).and_then(|c| {
+            identity::check(&c, &checks.default_prefix, &checks.plugin_dir).map(|()| c)
+        });
         Load::Read { bytes, parsed }
     };
-    tokio::task::spawn_blocking(read)
-        .await
-        .unwrap_or_else(|e| Load::Unreadable(std::io::Error::other(e.to_string())))
+    tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
+        Load::Unreadable(ConfigError::Read {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+/// What the identity rules need besides the config.
+struct IdentityChecks {
+    default_prefix: String,
+    plugin_dir: PathBuf,
 }
 
 /// Warn about functions newly skipped; say when one recovers.

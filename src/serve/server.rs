@@ -33,9 +33,15 @@ pub struct PoolEndpoint {
     pub reregister: Arc<Notify>,
 }
 
-/// Socket file name of a pool, relative to the device-plugins directory.
-pub fn socket_name(resource: &str) -> String {
-    format!("nicplug-{}.sock", resource.replace('/', "-"))
+/// Socket file name of a pool in `plugin_dir` (see [`crate::identity::socket_name`]).
+pub fn socket_name(plugin_dir: &Path, resource: &str) -> std::io::Result<String> {
+    crate::identity::socket_name(plugin_dir, resource).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "{} is too long a path: no socket name fits the {}-byte limit of a socket path",
+            plugin_dir.display(),
+            crate::identity::SUN_PATH_MAX
+        ))
+    })
 }
 
 impl PoolEndpoint {
@@ -48,7 +54,7 @@ impl PoolEndpoint {
         stats: Arc<Stats>,
         holders: Arc<Holders>,
     ) -> std::io::Result<Self> {
-        let name = socket_name(resource);
+        let name = socket_name(plugin_dir, resource)?;
         let socket = plugin_dir.join(&name);
         match std::fs::remove_file(&socket) {
             Ok(()) => {}

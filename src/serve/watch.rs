@@ -36,6 +36,8 @@ pub enum Event {
     PluginDirLost,
     /// Something changed in the config file's directory.
     ConfigTouched,
+    /// A nicplug CDI spec was changed, replaced or removed (perhaps by us).
+    CdiTouched,
     /// A netdev's live link state; `None` when it left our namespace.
     Link {
         name: String,
@@ -197,6 +199,29 @@ pub fn config_dir(config: &Path, tx: Sender<Event>) {
         "config dir",
         || Event::ConfigTouched,
         |_| Some(Event::ConfigTouched),
+    );
+}
+
+/// The CDI spec directory: someone else deleting or editing a spec we wrote. Our own writes
+/// show up too; checking them costs a `stat` each.
+pub fn cdi_dir(dir: &Path, tx: Sender<Event>) {
+    // The directory exists before it is watched (the specs are written into it soon anyway).
+    let _ = std::fs::create_dir_all(dir);
+    spawn_inotify(
+        vec![dir.to_path_buf()],
+        WatchMask::DELETE
+            | WatchMask::MOVED_FROM
+            | WatchMask::MOVED_TO
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::CREATE
+            | WatchMask::ATTRIB,
+        tx,
+        "CDI spec directory",
+        || Event::CdiTouched,
+        |ev| {
+            let name = ev.name.as_ref()?.to_str()?;
+            (name.starts_with("nicplug-") && name.ends_with(".json")).then_some(Event::CdiTouched)
+        },
     );
 }
 

@@ -483,9 +483,11 @@ VF_IBDEV.update({bdf: f"mlx5_{i + 10}" for i, bdf in enumerate(PF1_VFS)})
 
 
 def socket_name(resource):
-    """`nvidia.com/cx6dx_vf` -> `nicplug-nvidia.com-cx6dx_vf.sock`."""
+    """`nvidia.com/cx6dx_vf` -> `nicplug-nvidia.com_cx6dx_vf.sock` (a prefix never holds `_`, so
+    the first `_` splits the name back; names too long for a socket path are hashed, see
+    src/identity.rs)."""
     prefix, _, name = resource.partition("/")
-    return f"nicplug-{prefix}-{name}.sock"
+    return f"nicplug-{prefix}_{name}.sock"
 
 
 # --------------------------------------------------------------------------- full disks

@@ -21,7 +21,7 @@ from test_reload import NEW_POOL, changed_config
 
 
 def spec_file(resource):
-    """`nvidia.com/cx6dx_vf` -> `nicplug-nvidia.com-cx6dx_vf.json` (the socket's scheme)."""
+    """`nvidia.com/cx6dx_vf` -> `nicplug-nvidia.com_cx6dx_vf.json` (the socket's scheme)."""
     return socket_name(resource)[: -len(".sock")] + ".json"
 
 

@@ -96,7 +96,7 @@ def test_empty_pool_is_served_and_default_prefix(node, kubelet, daemons):
     node.write_config(config)
     daemons.start(node, resource_prefix="example.org")
     reg = kubelet.wait_registered("example.org/nothing_here", timeout=15)
-    assert reg.request.endpoint == "nicplug-example.org-nothing_here.sock"
+    assert reg.request.endpoint == "nicplug-example.org_nothing_here.sock"
     assert reg.conn.messages[0][1] == ()
     kubelet.wait_all_registered(SAMPLE_POOLS, timeout=15)  # own resourcePrefix wins
 

@@ -13,6 +13,7 @@
 //! [`syntax`] turns text into a value, [`value`] reads typed parts of it the Go way, [`resource`],
 //! [`selector`] and [`nicplug`] check one object each, [`names`] holds the small validators.
 
+mod bounded;
 mod names;
 mod nicplug;
 mod resource;
@@ -43,6 +44,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// Something other than a regular file at the path (a FIFO would block the reader).
+    #[error("{}: not a regular file; point the config at a file", path.display())]
+    NotRegular { path: PathBuf },
+    /// Larger than any real config: refused unread, so memory stays bounded.
+    #[error("{}: larger than {limit} bytes, the most a config may hold", path.display())]
+    TooLarge { path: PathBuf, limit: usize },
     /// Not valid JSON/YAML. 1-based position; 0 only if the YAML parser could not place it.
     #[error("line {line}, column {column}: {message}")]
     Syntax {
@@ -87,9 +94,17 @@ pub fn parse_config(text: &str, format: Format) -> Result<Config, ConfigError> {
     let value = syntax::read(text, format)?;
     let mut walk = Walk {
         problems: Vec::new(),
+        unlisted: 0,
         yaml: format == Format::Yaml,
     };
     let config = walk.config(&value);
+    if walk.unlisted > 0 {
+        walk.problems.push(Problem {
+            path: "(top level)".to_owned(),
+            rule: format!("{} more problems, not listed", walk.unlisted),
+            fix: "fix the problems above and check again".to_owned(),
+        });
+    }
     if walk.problems.is_empty() {
         Ok(config)
     } else {
@@ -101,36 +116,39 @@ pub fn parse_config(text: &str, format: Format) -> Result<Config, ConfigError> {
 
 /// Reads and parses a config file: YAML for `.yaml`/`.yml`, JSON otherwise.
 pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_config(&text, format_of(path, &text))
+    parse_config_bytes(path, super::read_config_bytes(path)?)
 }
 
-/// JSON for `.json`, YAML for `.yaml`/`.yml`. Any other name (operators mount the config as a
-/// ConfigMap key named after the node, without extension) is JSON when its first character
-/// is `{`, as every config an operator renders is, and YAML otherwise.
-pub fn format_of(path: &Path, text: &str) -> Format {
-    let ext = path.extension().and_then(|e| e.to_str());
-    match ext.map(str::to_ascii_lowercase).as_deref() {
-        Some("yaml" | "yml") => Format::Yaml,
-        Some("json") => Format::Json,
-        _ if text.trim_start().starts_with('{') => Format::Json,
-        _ => Format::Yaml,
-    }
+/// Parses bytes already read from `path` (by [`super::read_config_bytes`]), so a daemon reads
+/// its config once per reload; `path` picks the syntax and names the file in errors.
+pub fn parse_config_bytes(path: &Path, bytes: Vec<u8>) -> Result<Config, ConfigError> {
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })?;
+    parse_config(&text, super::format_of(path, &text))
 }
+
+/// More problems than anyone reads in one go.
+const MAX_PROBLEMS: usize = 100;
 
 /// Collects problems while building the typed config; broken parts get defaults so the walk can
 /// go on and report everything.
 struct Walk {
     problems: Vec<Problem>,
+    /// Problems past [`MAX_PROBLEMS`], only counted: a list of 100,000 bad values must not
+    /// cost memory per value.
+    unlisted: usize,
     /// Fixes for mistyped scalars differ: YAML turns unquoted `1015` or `yes` into non-strings.
     yaml: bool,
 }
 
 impl Walk {
     fn problem(&mut self, path: &str, rule: impl Into<String>, fix: impl Into<String>) {
+        if self.problems.len() >= MAX_PROBLEMS {
+            self.unlisted += 1;
+            return;
+        }
         self.problems.push(Problem {
             path: if path.is_empty() {
                 "(top level)".to_owned()

@@ -4,15 +4,43 @@ use serde_json::Value;
 use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 
 use super::ConfigError;
+use super::bounded::{BoundedValue, parse_bounded};
 use crate::config::Format;
+
+/// The YAML parser's own limits, well inside what a config needs (a real one has tens of
+/// nodes per resource and perhaps an anchor per shared selector); the tree built from the
+/// events is bounded separately ([`BoundedValue`]). These stop an alias bomb early, before it costs
+/// time.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: 200_000,
+            max_nodes: 100_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 32,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 20_000,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: 1_000,
+        },
+    }
+}
 
 /// Parses `text` in `format` into a value, accepting a leading byte-order mark.
 pub(super) fn read(text: &str, format: Format) -> Result<Value, ConfigError> {
     // Editors on some platforms prepend a byte-order mark; neither parser accepts one.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
-        Format::Json => serde_json::from_str(text).map_err(json_syntax),
-        Format::Yaml => serde_saphyr::from_str(text).map_err(yaml_syntax),
+        Format::Json => parse_bounded(|| serde_json::from_str::<BoundedValue>(text))
+            .map(|v| v.0)
+            .map_err(json_syntax),
+        Format::Yaml => parse_bounded(|| {
+            serde_saphyr::from_str_with_options::<BoundedValue>(text, yaml_options())
+        })
+        .map(|v| v.0)
+        .map_err(yaml_syntax),
     }
 }
 

@@ -1,0 +1,284 @@
+//! Char device numbers from sysfs are trusted only as far as the kernel vouches for them.
+//!
+//! A `dev` file says `MAJOR:MINOR`, and that number becomes a device node in a container: a
+//! wrong one hands out a different device (a disk is `8:0`). So every number is checked against
+//! `/proc/devices`, which names the driver owning each major: uverbs nodes must belong to
+//! `infiniband_verbs`, umad and issm to `infiniband_mad`, `rdma_cm` to `misc` (and, for the
+//! classes that carry numbers, vfio groups to `vfio`, uio to `uio`, vhost-vdpa to `vhost-vdpa`:
+//! [`Majors::owns`]). And no node may belong to two functions: two functions naming the same
+//! node or number would put one device into two pods. A function failing either check is
+//! skipped with the file named, like any broken function.
+//!
+//! Without a readable `/proc/devices` (a hand-made test tree; every kernel has one) numbers are
+//! not checked against drivers, with a warning; uniqueness is checked regardless.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use super::model::{AuxFunction, CharDev, PciFunction, RdmaDevice, Skipped};
+
+/// `/proc/devices` is a few KiB; more is not `/proc/devices`.
+const MAX_BYTES: u64 = 256 * 1024;
+
+/// Char device majors by driver name, from `/proc/devices`.
+#[derive(Debug, Default)]
+pub struct Majors {
+    by_driver: BTreeMap<String, BTreeSet<u32>>,
+}
+
+impl Majors {
+    /// Parse the text of `/proc/devices`: the `Character devices:` section only.
+    pub fn parse(text: &str) -> Self {
+        let mut by_driver: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        let mut in_char = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.ends_with(':') {
+                in_char = line == "Character devices:";
+                continue;
+            }
+            if !in_char {
+                continue;
+            }
+            if let Some((major, driver)) = line.split_once(char::is_whitespace)
+                && let Ok(major) = major.parse()
+            {
+                by_driver
+                    .entry(driver.trim().to_owned())
+                    .or_default()
+                    .insert(major);
+            }
+        }
+        Majors { by_driver }
+    }
+
+    /// Read `<proc_root>/devices`; `None` (with a warning) when it cannot be read.
+    pub fn read(proc_root: &Path) -> Option<Self> {
+        let file = proc_root.join("devices");
+        match read_small(&file) {
+            Ok(text) => Some(Self::parse(&text)),
+            Err(e) => {
+                warn!(file = %file.display(), "cannot read the char device table; device numbers from sysfs are not checked against their drivers: {e}");
+                None
+            }
+        }
+    }
+
+    /// Whether `driver` owns char major `major`.
+    pub fn owns(&self, driver: &str, major: u32) -> bool {
+        self.by_driver
+            .get(driver)
+            .is_some_and(|majors| majors.contains(&major))
+    }
+
+    fn listed(&self, driver: &str) -> String {
+        match self.by_driver.get(driver) {
+            Some(m) => m.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+            None => "none".to_owned(),
+        }
+    }
+}
+
+/// A procfs file, non-blocking, regular, bounded.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_BYTES).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// The driver that must own a node's major, by node name.
+fn driver_of(node: &str) -> &'static str {
+    if node.starts_with("uverbs") {
+        "infiniband_verbs"
+    } else if node == "rdma_cm" {
+        "misc"
+    } else {
+        // umadN, issmN: the only other names `is_rdma_node_name` lets through.
+        "infiniband_mad"
+    }
+}
+
+/// Every node of an RDMA device, with the sysfs class directory it was read from.
+fn nodes(rdma: &RdmaDevice) -> impl Iterator<Item = (&'static str, &CharDev)> {
+    let verbs = rdma.uverbs.iter().map(|n| ("infiniband_verbs", n));
+    let mad = rdma
+        .umad
+        .iter()
+        .chain(&rdma.issm)
+        .map(|n| ("infiniband_mad", n));
+    verbs.chain(mad)
+}
+
+/// One function's claim on the nodes: (address, sysfs dir, RDMA device).
+struct Owner<'a> {
+    address: &'a str,
+    dir: &'a Path,
+    rdma: &'a RdmaDevice,
+}
+
+/// A node claimed by a function (address, node, its `dev` file).
+type Claim<'a> = (&'a str, &'a CharDev, PathBuf);
+
+/// Check every function's device numbers; move the failing ones from `functions` and
+/// `aux_functions` to `skipped`, and drop an `rdma_cm` whose major is not `misc`'s.
+pub(super) fn check(
+    proc_root: &Path,
+    root: &Path,
+    functions: &mut Vec<PciFunction>,
+    aux_functions: &mut Vec<AuxFunction>,
+    skipped: &mut Vec<Skipped>,
+    rdma_cm: &mut Option<CharDev>,
+) {
+    let any_nodes = functions.iter().any(|f| f.rdma.is_some())
+        || aux_functions.iter().any(|a| a.rdma.is_some())
+        || rdma_cm.is_some();
+    if !any_nodes {
+        return;
+    }
+    let majors = Majors::read(proc_root);
+    if let (Some(majors), Some(cm)) = (&majors, &*rdma_cm)
+        && !majors.owns("misc", cm.major)
+    {
+        warn!(
+            major = cm.major,
+            "ignoring rdma_cm: its major is not misc's in /proc/devices"
+        );
+        *rdma_cm = None;
+    }
+
+    let owners: Vec<Owner> = functions
+        .iter()
+        .filter_map(|f| {
+            Some(Owner {
+                address: &f.address,
+                dir: &f.sysfs_dir,
+                rdma: f.rdma.as_ref()?,
+            })
+        })
+        .chain(aux_functions.iter().filter_map(|a| {
+            Some(Owner {
+                address: &a.name,
+                dir: &a.sysfs_dir,
+                rdma: a.rdma.as_ref()?,
+            })
+        }))
+        .collect();
+
+    let mut bad: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    let dev_file = |o: &Owner, class: &str, n: &CharDev| {
+        root.join(o.dir).join(class).join(&n.name).join("dev")
+    };
+    // Who claims each number and each node path.
+    let mut by_number: BTreeMap<(u32, u32), Vec<Claim>> = BTreeMap::new();
+    let mut by_path: BTreeMap<&str, Vec<Claim>> = BTreeMap::new();
+    for o in &owners {
+        for (class, node) in nodes(o.rdma) {
+            let file = dev_file(o, class, node);
+            if let Some(majors) = &majors {
+                let driver = driver_of(&node.name);
+                if !majors.owns(driver, node.major) {
+                    bad.entry(o.address.to_owned()).or_insert_with(|| {
+                        (
+                            file.clone(),
+                            format!(
+                                "{} has major {}, which /proc/devices does not give {driver} \
+                                 (its majors: {})",
+                                node.name,
+                                node.major,
+                                majors.listed(driver)
+                            ),
+                        )
+                    });
+                }
+            }
+            by_number
+                .entry((node.major, node.minor))
+                .or_default()
+                .push((o.address, node, file.clone()));
+            by_path
+                .entry(&node.path)
+                .or_default()
+                .push((o.address, node, file));
+        }
+    }
+    if let Some(cm) = &*rdma_cm {
+        let file = root.join("class/misc/rdma_cm/dev");
+        by_number
+            .entry((cm.major, cm.minor))
+            .or_default()
+            .push(("rdma_cm", cm, file));
+    }
+    let shared = by_number
+        .values()
+        .map(|claims| (claims, "number"))
+        .chain(by_path.values().map(|claims| (claims, "node")));
+    for (claims, what) in shared {
+        if claims.len() < 2 {
+            continue;
+        }
+        for (address, node, file) in claims {
+            let others: Vec<String> = claims
+                .iter()
+                .filter(|(a, n, _)| a != address || n.name != node.name)
+                .map(|(a, n, _)| format!("{n} of {a}", n = n.name))
+                .collect();
+            bad.entry((*address).to_owned()).or_insert_with(|| {
+                (
+                    file.clone(),
+                    format!(
+                        "{} ({}:{}) has the same {what} as {}; no node is given to two devices",
+                        node.name,
+                        node.major,
+                        node.minor,
+                        others.join(", ")
+                    ),
+                )
+            });
+        }
+    }
+    if let Some((file, reason)) = bad.remove("rdma_cm") {
+        warn!(file = %file.display(), "ignoring rdma_cm: {reason}");
+        *rdma_cm = None;
+    }
+    if bad.is_empty() {
+        return;
+    }
+    functions.retain(|f| !bad.contains_key(&f.address));
+    aux_functions.retain(|a| !bad.contains_key(&a.name));
+    for (address, (file, reason)) in bad {
+        skipped.push(Skipped {
+            address,
+            file,
+            reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_char_section_counts() {
+        let m = Majors::parse(
+            "Character devices:\n  1 mem\n 10 misc\n231 infiniband_verbs\n231 infiniband_mad\n\
+             510 infiniband_verbs\n\nBlock devices:\n  8 sd\n259 blkext\n",
+        );
+        assert!(m.owns("misc", 10));
+        assert!(m.owns("infiniband_verbs", 231) && m.owns("infiniband_verbs", 510));
+        assert!(m.owns("infiniband_mad", 231));
+        assert!(!m.owns("sd", 8), "a block major is no char major");
+        assert!(!m.owns("infiniband_mad", 510));
+    }
+}
