@@ -74,6 +74,9 @@ pub fn pcidevice_env_name(pool: &Pool) -> String {
 /// Every pool-wide variable an allocation from `pool` sets (identity checks compare them across
 /// pools; per-device CDI variables are [`crate::cdi::device_env`]'s).
 pub fn env_names(pool: &Pool) -> Vec<String> {
+    if pool.shared.is_some() {
+        return vec![shared_ibdevs_env_name(pool), shared_pci_env_name(pool)];
+    }
     let key = pcidevice_env_name(pool);
     vec![format!("{key}_INFO"), key, eal_env_name(pool)]
 }

@@ -375,3 +375,26 @@ fn the_shared_plugins_command_line_spellings() {
     );
     assert!(text.contains("2 resource(s), valid"), "{text}");
 }
+
+#[test]
+fn identity_rules_cover_shared_pools() {
+    let dir = Path::new(nicplug::identity::DEFAULT_PLUGIN_DIR);
+    for file in ["readme-example.json", "network-operator-example.json"] {
+        let config = parse_config_file(&Path::new(DATA).join(file)).unwrap();
+        nicplug::identity::check(&config, "intel.com", dir).unwrap();
+    }
+    // Names differing only in case share their variables: refused, naming the configList entry.
+    let config = parse_config(
+        r#"{"configList": [{"resourceName": "A", "devices": ["ib0"]},
+                           {"resourceName": "a", "devices": ["ib1"]}]}"#,
+        Format::Json,
+    )
+    .unwrap();
+    let err = nicplug::identity::check(&config, "intel.com", dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("configList[1].resourceName") && err.contains("NICPLUG_RDMA_IBDEVS_RDMA_A"),
+        "{err}"
+    );
+}
