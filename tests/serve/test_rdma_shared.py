@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import wait_for
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "rdma-shared"
 SHARED = "rdma/rdma_shared_device_a"
 NODES = ["/dev/infiniband/uverbs4", "/dev/infiniband/rdma_cm", "/dev/infiniband/umad4",
@@ -133,3 +135,32 @@ def test_shared_hca_counters_labelled_with_every_pod_sharing_it(shared_node, dae
     finally:
         kubelet.stop()
         pr.stop()
+
+
+def test_config_change_adds_and_a_bad_one_keeps_the_shared_pool(shared_node, daemons):
+    """Start with the exclusive pool alone; adding `configList` to the file registers the
+    shared pool without a restart; a broken `configList` then changes nothing."""
+    from kubelet import Kubelet
+    config = json.loads(shared_node.config.read_text())
+    shared_list = config.pop("configList")
+    shared_node.write_config(config)
+    kubelet = Kubelet(shared_node.kubelet_dir)
+    kubelet.start()
+    try:
+        d = daemons.start(shared_node, rescan_interval=60)
+        kubelet.wait_registered("nvidia.com/cx5_pf", timeout=15)
+        assert SHARED not in kubelet.resources()
+        shared_node.write_config({**config, "configList": shared_list})
+        kubelet.wait_registered(SHARED, timeout=15)
+        assert len(kubelet.devices(SHARED)) == 63
+
+        mark = kubelet.mark(SHARED)
+        bad = [{**shared_list[0], "rdmaHcaMax": -1}]
+        shared_node.write_config({**config, "configList": bad})
+        wait_for(lambda: "configList[0].rdmaHcaMax" in d.stderr(), 15,
+                 what="the daemon to refuse the broken configList")
+        assert kubelet.mark(SHARED) == mark, "a refused config changed the pool"
+        (a,) = kubelet.allocate(SHARED, [["62"]])
+        assert [d["container_path"] for d in a["devices"]] == NODES
+    finally:
+        kubelet.stop()
