@@ -40,6 +40,10 @@ pub struct Config {
 /// The RDMA shared device plugin's default `resourcePrefix`.
 pub const SHARED_DEFAULT_PREFIX: &str = "rdma";
 
+/// Most IDs one shared pool advertises: kubelet reads ListAndWatch with gRPC's default 4 MiB
+/// message limit, and an ID with its health costs about 20 bytes; this keeps well under it.
+pub const MAX_HCA_IDS: u32 = 100_000;
+
 /// The RDMA shared device plugin's default `periodicUpdateInterval`, seconds.
 pub const SHARED_DEFAULT_INTERVAL: u64 = 60;
 

@@ -231,3 +231,23 @@ pub fn list_response(devices: &[Advertised]) -> api::ListAndWatchResponse {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The most IDs a shared pool may have fit one ListAndWatch message under kubelet's 4 MiB.
+    #[test]
+    fn largest_shared_pool_fits_one_message() {
+        let devices: Vec<Advertised> = (0..crate::config::MAX_HCA_IDS)
+            .map(|n| Advertised {
+                id: n.to_string(),
+                healthy: false,
+                numa_node: None,
+            })
+            .collect();
+        let len = list_response(&devices).encoded_len();
+        assert!(len < 4 * 1024 * 1024 / 2, "{len} bytes");
+    }
+}

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::Walk;
 use super::names::{bad_netdev_name, suggest};
 use super::value::{describe, index_path, key_path, quote};
-use crate::config::{SHARED_DEFAULT_PREFIX, SharedResource, SharedSelector};
+use crate::config::{MAX_HCA_IDS, SHARED_DEFAULT_PREFIX, SharedResource, SharedSelector};
 
 const SHARED_FIELDS: &[&str] = &[
     "resourceName",
@@ -208,13 +208,15 @@ impl Walk {
     fn hca_max(&mut self, path: &str, value: &Value) -> u32 {
         if let Some(n) = value.as_u64() {
             if let Ok(n) = u32::try_from(n)
-                && n <= 1_000_000
+                && n <= MAX_HCA_IDS
             {
                 return n;
             }
             self.problem(
                 path,
-                format!("{n} is more IDs than nicplug advertises (at most 1000000)"),
+                format!(
+                    "{n} is more IDs than one ListAndWatch message to kubelet can carry (at most {MAX_HCA_IDS})"
+                ),
                 "use a smaller number; it only bounds how many containers share the HCAs",
             );
             return 0;
