@@ -164,3 +164,40 @@ def test_config_change_adds_and_a_bad_one_keeps_the_shared_pool(shared_node, dae
         assert [d["container_path"] for d in a["devices"]] == NODES
     finally:
         kubelet.stop()
+
+
+def test_missing_issm_loses_nothing_and_is_said_once(shared_node, daemons):
+    """issm4 gone (sysfs entry, class link and node, as without that MAD node): the shared pool
+    still has both HCAs and every other node; one warning names it, however many rebuilds."""
+    import os
+    import shutil
+    from kubelet import Kubelet
+    mad = shared_node.pci_dir("0000:81:00.0") / "infiniband_mad"
+    shutil.rmtree(mad / "issm4")
+    for p in [shared_node.sys / "class" / "infiniband_mad" / "issm4",
+              shared_node.root / "dev" / "infiniband" / "issm4"]:
+        if os.path.lexists(p):
+            os.unlink(p)
+    kubelet = Kubelet(shared_node.kubelet_dir)
+    kubelet.start()
+    try:
+        d = daemons.start(shared_node, rescan_interval=1)
+        kubelet.wait_registered(SHARED, timeout=15)
+        assert len(kubelet.devices(SHARED)) == 63
+        (a,) = kubelet.allocate(SHARED, [["0"]])
+        assert [x["container_path"] for x in a["devices"]] == \
+            [n for n in NODES if not n.endswith("/issm4")]
+        assert a["envs"]["NICPLUG_RDMA_PCI_RDMA_RDMA_SHARED_DEVICE_A"] == \
+            "0000:81:00.0,0000:81:00.1"
+        # Rebuilt views (a config change adds a pool) say it no more.
+        config = json.loads(shared_node.config.read_text())
+        config["configList"].append({"resourceName": "ib_shared", "rdmaHcaMax": 2,
+                                     "selectors": {"linkTypes": ["infiniband"]}})
+        shared_node.write_config(config)
+        kubelet.wait_registered("rdma/ib_shared", timeout=15)
+        warnings = [line for line in d.stderr().splitlines()
+                    if "RDMA node missing" in line and "issm" in line]
+        assert len(warnings) == 1, warnings
+        assert "mlx5_4" in warnings[0]
+    finally:
+        kubelet.stop()
