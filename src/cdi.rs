@@ -288,6 +288,9 @@ pub fn spec(
     let kind = kind(pool, &version)?;
     let mut devices = Vec::new();
     let mut skipped = Vec::new();
+    if pool.shared.is_some() {
+        return shared_spec(pool, host, paths, version, kind);
+    }
     for d in &pool.devices {
         let described = device_name(&d.id).and_then(|name| {
             edits::container_edits(pool, host, paths, std::slice::from_ref(&d.id))
@@ -325,6 +328,39 @@ pub fn spec(
     ))
 }
 
+/// The one CDI device of a shared pool: every ID stands for the same HCAs, so the spec holds
+/// their edits once rather than `rdmaHcaMax` times. No exclusive pool has a device of this
+/// name (their IDs are PCI addresses and SF names).
+pub const SHARED_DEVICE: &str = "hcas";
+
+fn shared_spec(
+    pool: &Pool,
+    host: &Host,
+    paths: &HostPaths,
+    version: String,
+    kind: String,
+) -> Result<(Spec, Vec<Skipped>), CdiError> {
+    let no_devices = || CdiError::NoDevices {
+        pool: pool.name.clone(),
+    };
+    let first = pool.devices.first().ok_or_else(no_devices)?;
+    let e = edits::container_edits(pool, host, paths, std::slice::from_ref(&first.id))
+        .map_err(|_| no_devices())?;
+    let mut container_edits = container_edits(&e);
+    container_edits.env = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Ok((
+        Spec {
+            cdi_version: version,
+            kind,
+            devices: vec![Device {
+                name: SHARED_DEVICE.to_string(),
+                container_edits,
+            }],
+        },
+        Vec::new(),
+    ))
+}
+
 /// The file contents of a spec: pretty JSON and a final newline.
 pub fn to_json(spec: &Spec) -> String {
     let mut s = serde_json::to_string_pretty(spec).expect("plain data serialises");
@@ -355,12 +391,19 @@ impl Published {
         edits: &ContainerEdits,
         ids: &[String],
     ) -> Option<api::ContainerAllocateResponse> {
-        if !ids.iter().all(|id| self.devices.contains(id)) {
+        let shared = self.devices.len() == 1 && self.devices.contains(SHARED_DEVICE);
+        if !shared && !ids.iter().all(|id| self.devices.contains(id)) {
             return None;
         }
         let mut r = render::allocate_response(edits);
         r.devices.clear();
         r.mounts.clear();
+        if shared {
+            r.cdi_devices = vec![api::CdiDevice {
+                name: qualified_name(&self.kind, SHARED_DEVICE),
+            }];
+            return Some(r);
+        }
         r.cdi_devices = ids
             .iter()
             .map(|id| api::CdiDevice {

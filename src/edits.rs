@@ -7,7 +7,7 @@ use crate::host::{
 };
 use crate::info;
 use crate::paths::HostPaths;
-use crate::pools::Pool;
+use crate::pools::{Pool, SharedPool};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -74,6 +74,9 @@ pub fn pcidevice_env_name(pool: &Pool) -> String {
 /// Every pool-wide variable an allocation from `pool` sets (identity checks compare them across
 /// pools; per-device CDI variables are [`crate::cdi::device_env`]'s).
 pub fn env_names(pool: &Pool) -> Vec<String> {
+    if pool.shared.is_some() {
+        return vec![shared_ibdevs_env_name(pool), shared_pci_env_name(pool)];
+    }
     let key = pcidevice_env_name(pool);
     vec![format!("{key}_INFO"), key, eal_env_name(pool)]
 }
@@ -87,6 +90,9 @@ pub fn container_edits(
 ) -> Result<ContainerEdits, EditError> {
     if ids.is_empty() {
         return Err(EditError::Empty);
+    }
+    if let Some(shared) = &pool.shared {
+        return shared_edits(pool, shared, host, paths, ids);
     }
     let unknown: Vec<String> = ids
         .iter()
@@ -148,6 +154,94 @@ pub fn container_edits(
             .insert(eal_env_name(pool), eal_args(pool, host, ids));
     }
     Ok(edits)
+}
+
+/// Variable listing the ibdevs of the HCAs a shared pool's container got, comma-separated.
+pub fn shared_ibdevs_env_name(pool: &Pool) -> String {
+    info::env_name("NICPLUG_RDMA_IBDEVS", &pool.prefix, &pool.resource_name)
+}
+
+/// Variable listing the PCI addresses of those HCAs, in the same order.
+pub fn shared_pci_env_name(pool: &Pool) -> String {
+    info::env_name("NICPLUG_RDMA_PCI", &pool.prefix, &pool.resource_name)
+}
+
+/// A shared pool's edits: whatever IDs were asked, every member HCA's RDMA nodes (`uverbs`,
+/// `umad`, `issm` where present, `rdma_cm`) and its ports' counters, read-only. An HCA that
+/// lost its RDMA device since the pool was built is left out; a missing `umad` or `issm` only
+/// leaves that node out.
+fn shared_edits(
+    pool: &Pool,
+    shared: &SharedPool,
+    host: &Host,
+    paths: &HostPaths,
+    ids: &[String],
+) -> Result<ContainerEdits, EditError> {
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| pool.device(id).is_none())
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(EditError::UnknownIds {
+            pool: pool.name.clone(),
+            ids: unknown,
+        });
+    }
+    let mut edits = ContainerEdits::default();
+    let (mut ibdevs, mut pcis) = (Vec::new(), Vec::new());
+    for address in &shared.members {
+        let Some(f) = host.function(address) else {
+            continue;
+        };
+        let Some(r) = f.rdma.as_ref().filter(|r| r.uverbs.is_some()) else {
+            continue;
+        };
+        let mut scratch = info::Entry::new();
+        rdma(
+            &mut edits,
+            &mut scratch,
+            Device::Pci(f),
+            host,
+            paths,
+            &RdmaCharDev::ALL,
+            pool.config.nicplug.counters_mount,
+        )?;
+        if let Some(ibdev) = &r.ibdev {
+            ibdevs.push(ibdev.clone());
+        }
+        pcis.push(address.clone());
+    }
+    edits
+        .env
+        .insert(shared_ibdevs_env_name(pool), ibdevs.join(","));
+    edits.env.insert(shared_pci_env_name(pool), pcis.join(","));
+    Ok(edits)
+}
+
+/// The RDMA nodes a shared pool cannot hand out because the host lacks them: (ibdev or PCI
+/// address, node kind), for a warning. The HCA still serves with what it has.
+pub fn shared_missing_nodes(pool: &Pool, host: &Host) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    let Some(shared) = &pool.shared else {
+        return out;
+    };
+    for address in &shared.members {
+        let Some(r) = host.function(address).and_then(|f| f.rdma.as_ref()) else {
+            continue;
+        };
+        let name = r.ibdev.clone().unwrap_or_else(|| address.clone());
+        if r.umad.is_empty() {
+            out.push((name.clone(), "umad"));
+        }
+        if r.issm.is_empty() {
+            out.push((name.clone(), "issm"));
+        }
+    }
+    if host.rdma_cm.is_none() && !shared.members.is_empty() {
+        out.push(("(host)".to_string(), "rdma_cm"));
+    }
+    out
 }
 
 /// DPDK EAL arguments for the allocated functions: an allow-list plus `--iova-mode=va`, which

@@ -116,6 +116,12 @@ fn derived(pool: &Pool, plugin_dir: &Path) -> (Vec<Derived>, Vec<(String, String
             name,
         });
     }
+    // A shared pool has no per-device variables and writes no device-info files.
+    if pool.shared.is_some() {
+        let mut once = std::collections::BTreeSet::new();
+        out.retain(|d| once.insert(d.name.clone()));
+        return (out, refused);
+    }
     // Per-device variables: the family of names, i.e. the name for an ID without the ID.
     for id in REPRESENTATIVE_IDS {
         let suffix = crate::cdi::env_id(id);
@@ -219,14 +225,23 @@ fn no_host() -> Host {
 pub fn check(config: &Config, default_prefix: &str, plugin_dir: &Path) -> Result<(), ConfigError> {
     let pools = pools::build(&no_host(), config, default_prefix).pools;
     let mut problems = Vec::new();
-    let at = |i: usize| format!("resourceList[{i}]");
+    // Exclusive pools come first, then the shared ones (`configList`), in file order.
+    let exclusive = config.resources.len();
+    let at = |i: usize| match i.checked_sub(exclusive) {
+        None => format!("resourceList[{i}]"),
+        Some(k) => format!("configList[{k}]"),
+    };
     let mut seen: BTreeMap<String, (usize, &'static str)> = BTreeMap::new();
     let mut families: Vec<(usize, String)> = Vec::new();
     let mut fixed: Vec<(usize, String, &'static str)> = Vec::new();
     // One problem per pair of resources, listing every name they share.
     let mut shared: BTreeMap<(usize, usize), Vec<(&'static str, String)>> = BTreeMap::new();
     for (i, pool) in pools.iter().enumerate() {
-        let explicit = config.resources[i].resource_prefix.is_some();
+        // A shared pool always has its own prefix (`rdma` by default), never the command line's.
+        let explicit = config
+            .resources
+            .get(i)
+            .is_none_or(|r| r.resource_prefix.is_some());
         let field = if explicit {
             "resourcePrefix"
         } else {

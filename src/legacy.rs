@@ -124,6 +124,14 @@ pub fn translate(argv: Vec<OsString>, grammar: &Grammar) -> Result<Translated, L
             i += 1;
             continue;
         }
+        // The RDMA shared device plugin's `-version` (Go spells long flags with one dash too).
+        // Its short `-v` stays the SR-IOV plugin's glog level, which needs a number.
+        if inline.is_none() && name == "version" {
+            help = true;
+            passed.push("--version".into());
+            i += 1;
+            continue;
+        }
         let Some(&(flag, kind)) = FLAGS.iter().find(|(f, _)| *f == name) else {
             // nicplug's own (or unknown: clap's error). Keep its separate value with it.
             passed.push(raw.clone());

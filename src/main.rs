@@ -60,7 +60,8 @@ struct HostArgs {
     /// (see `nicplug sample write`)
     #[arg(long, global = true, value_name = "DIR", conflicts_with_all = ["sysfs_root", "dev_root", "proc_root"])]
     host_root: Option<PathBuf>,
-    /// Resource config: the SR-IOV network device plugin's config.json (JSON, or YAML by
+    /// Resource config: the SR-IOV network device plugin's config.json (`resourceList`), the
+    /// RDMA shared device plugin's (`configList`), or one file with both (JSON, or YAML by
     /// extension .yaml/.yml; a file without extension, like an operator's per-node ConfigMap
     /// key, is read as JSON when it starts with `{`, as YAML otherwise)
     #[arg(
@@ -749,10 +750,17 @@ fn config_check(file: &Path, args: &HostArgs) -> Result<ExitCode> {
                     }
                 );
             }
+            for r in &config.shared {
+                println!(
+                    "ok  {}  shared RDMA  rdmaHcaMax={}",
+                    r.full_name(),
+                    r.rdma_hca_max
+                );
+            }
             println!(
                 "{}: {} resource(s), valid",
                 file.display(),
-                config.resources.len()
+                config.resources.len() + config.shared.len()
             );
             Ok(ExitCode::SUCCESS)
         }

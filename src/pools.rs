@@ -5,7 +5,10 @@
 //! `needVhostNet`). Two discovery quirks of that plugin are kept: a netdev carrying the IPv4
 //! default route is never offered, and a PF with VFs enabled is never offered (its VFs are).
 
-use crate::config::{Config, DeviceType, PfSelector, ResourceConfig, Selector, VdpaType};
+use crate::config::{
+    Config, DeviceType, NicplugOptions, PfSelector, RdmaCharDev, ResourceConfig, Selector,
+    SharedResource, SharedSelector, VdpaType,
+};
 use crate::host::{AuxFunction, FunctionClass, Host, PciFunction, VdpaKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,6 +35,18 @@ pub struct Pool {
     #[serde(skip)]
     pub config: ResourceConfig,
     pub devices: Vec<PoolDevice>,
+    /// Set for an RDMA shared pool (`configList`): its devices are `rdmaHcaMax` IDs `0`..`N-1`,
+    /// each standing for every HCA listed here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedPool>,
+}
+
+/// The HCAs behind a shared pool's IDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SharedPool {
+    /// PCI addresses of the selected functions, sorted.
+    pub members: Vec<String>,
+    pub rdma_hca_max: u32,
 }
 
 impl Pool {
@@ -79,6 +94,7 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
             resource_name: r.resource_name.clone(),
             config: r.clone(),
             devices: Vec::new(),
+            shared: None,
         })
         .collect();
     let mut placements = BTreeMap::new();
@@ -98,9 +114,11 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
                         resource: pool.name.clone(),
                     }
                 }
-                None if config.resources.is_empty() => Placement::Unpooled {
-                    reason: "no resource configured".into(),
-                },
+                None if config.resources.is_empty() && config.shared.is_empty() => {
+                    Placement::Unpooled {
+                        reason: "no resource configured".into(),
+                    }
+                }
                 None => Placement::Unpooled {
                     reason: vdpa_miss(host, f, config)
                         .unwrap_or_else(|| "no resource selects it".into()),
@@ -129,7 +147,7 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
                         Some(r) => format!("; {r}, so no isRdma pool takes it"),
                         None => String::new(),
                     };
-                    let base = if config.resources.is_empty() {
+                    let base = if config.resources.is_empty() && config.shared.is_empty() {
                         "no resource configured"
                     } else {
                         "no resource selects it"
@@ -142,7 +160,96 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
         };
         placements.insert(sf.name.clone(), placement);
     }
+    for r in &config.shared {
+        pools.push(shared_pool(host, r, &mut placements));
+    }
     Pools { pools, placements }
+}
+
+/// A shared pool: the HCAs its selector picks among the functions no earlier pool took
+/// (exclusive pools first, then shared ones in file order: one function, one pool), and
+/// `rdmaHcaMax` IDs when it has at least one. A function the selector picks but another pool
+/// holds stays there (`discover` names that pool).
+fn shared_pool(
+    host: &Host,
+    r: &SharedResource,
+    placements: &mut BTreeMap<String, Placement>,
+) -> Pool {
+    let name = r.full_name();
+    let mut members = Vec::new();
+    for f in &host.functions {
+        if !selects_shared(&r.selector, f) {
+            continue;
+        }
+        match placements.get(&f.address) {
+            Some(Placement::Pool { .. }) => continue,
+            _ => {
+                members.push(f.address.clone());
+                placements.insert(
+                    f.address.clone(),
+                    Placement::Pool {
+                        resource: name.clone(),
+                    },
+                );
+            }
+        }
+    }
+    members.sort();
+    let devices = if members.is_empty() {
+        Vec::new()
+    } else {
+        (0..r.rdma_hca_max)
+            .map(|n| PoolDevice {
+                id: n.to_string(),
+                numa_node: None,
+                selector: 0,
+            })
+            .collect()
+    };
+    Pool {
+        name,
+        prefix: r.resource_prefix.clone(),
+        resource_name: r.resource_name.clone(),
+        config: ResourceConfig {
+            resource_name: r.resource_name.clone(),
+            resource_prefix: Some(r.resource_prefix.clone()),
+            device_type: DeviceType::NetDevice,
+            exclude_topology: true,
+            additional_info: None,
+            selectors: vec![Selector {
+                is_rdma: true,
+                ..Selector::default()
+            }],
+            nicplug: NicplugOptions {
+                rdma_devices: Some(RdmaCharDev::ALL.to_vec()),
+                // The IDs are not PCI addresses: no DPDK allow-list to give.
+                eal_args: false,
+                ..NicplugOptions::default()
+            },
+        },
+        devices,
+        shared: Some(SharedPool {
+            members,
+            rdma_hca_max: r.rdma_hca_max,
+        }),
+    }
+}
+
+/// A shared pool's selector against one PCI function: a network function with an RDMA device
+/// (its uverbs node: without it nothing can be handed out), fields ANDed, values ORed.
+pub fn selects_shared(s: &SharedSelector, f: &PciFunction) -> bool {
+    let any = |list: &[String], value: Option<&str>| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+    };
+    let link = link_type(f);
+    f.class == FunctionClass::Network
+        && f.rdma.as_ref().is_some_and(|r| r.uverbs.is_some())
+        && any(&s.vendors, Some(&f.vendor_hex()))
+        && any(&s.device_ids, Some(&f.device_hex()))
+        && any(&s.drivers, f.driver.as_deref())
+        && (s.if_names.is_empty() || f.netdevs.iter().any(|n| s.if_names.contains(&n.name)))
+        && (s.link_types.is_empty()
+            || link.is_some_and(|l| s.link_types.iter().any(|x| x.eq_ignore_ascii_case(&l))))
 }
 
 fn never_offered_aux(host: &Host, sf: &AuxFunction) -> Option<String> {

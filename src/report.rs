@@ -216,7 +216,21 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
             .map_or("absent".to_string(), |c| format!("{}:{}", c.major, c.minor))
     );
     for p in &pools.pools {
-        let _ = writeln!(out, "pool {}: {} device(s)", p.name, p.devices.len());
+        match &p.shared {
+            Some(sh) => {
+                let _ = writeln!(
+                    out,
+                    "pool {}: {} shared ID(s) over {} HCA(s): {}",
+                    p.name,
+                    p.devices.len(),
+                    sh.members.len(),
+                    sh.members.join(",")
+                );
+            }
+            None => {
+                let _ = writeln!(out, "pool {}: {} device(s)", p.name, p.devices.len());
+            }
+        }
     }
     for s in &host.skipped {
         let _ = writeln!(

@@ -163,6 +163,7 @@ fn expected_full() -> Config {
     };
     Config {
         resources: vec![cx6, ib, vdpa, sf, fec],
+        ..Config::default()
     }
 }
 

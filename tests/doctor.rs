@@ -741,3 +741,40 @@ fn host_sysfs_on_a_real_private_mount_namespace() {
         "{foreign:#}"
     );
 }
+
+/// A pod of an RDMA shared pool (network-operator's example on the shared-mode fixture): the
+/// doctor finds both HCAs from `NICPLUG_RDMA_PCI_*`, with their ibdevs, and checks each.
+#[test]
+fn shared_pool_pod_checks_every_hca() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rdma-shared");
+    let spec = fixture::load(&dir.join("shared-node.yaml")).unwrap();
+    let config = fs::read_to_string(dir.join("network-operator-example.json")).unwrap();
+    let pod = Pod::new(&spec, &config, "rdma/rdma_shared_device_a", &["0"]);
+    pod.prune_sysfs(&["lo"]);
+    pod.proc(&healthy(&["lo"]));
+    let r = pod.run();
+    let found: Vec<(&str, &str, Option<&str>)> = r
+        .functions
+        .iter()
+        .map(|f| (f.id.as_str(), f.source.as_str(), f.rdma_dev.as_deref()))
+        .collect();
+    let var = "NICPLUG_RDMA_PCI_RDMA_RDMA_SHARED_DEVICE_A";
+    assert_eq!(
+        found,
+        [
+            ("0000:81:00.0", var, Some("mlx5_4")),
+            ("0000:81:00.1", var, Some("mlx5_5")),
+        ]
+    );
+    assert_status(&r, CheckId::Allocation, None, Status::Pass);
+    assert_status(&r, CheckId::HostSysfs, None, Status::Pass);
+    for hca in ["0000:81:00.0", "0000:81:00.1"] {
+        assert_status(&r, CheckId::Function, Some(hca), Status::Pass);
+        let netdev = assert_status(&r, CheckId::Netdev, Some(hca), Status::Pass);
+        assert!(netdev.contains("shared HCA"), "{netdev}");
+        assert_status(&r, CheckId::Counters, Some(hca), Status::Pass);
+    }
+    if nodes_are_real() {
+        assert!(r.ok, "{}", doctor::render::table(&r, false));
+    }
+}

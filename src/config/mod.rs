@@ -31,6 +31,50 @@ pub enum Format {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub resources: Vec<ResourceConfig>,
+    /// The RDMA shared device plugin's `configList`: pools of many IDs sharing whole HCAs.
+    pub shared: Vec<SharedResource>,
+    /// Its `periodicUpdateInterval` in seconds, when given (0: that plugin's "never").
+    pub periodic_update_interval: Option<u64>,
+}
+
+/// The RDMA shared device plugin's default `resourcePrefix`.
+pub const SHARED_DEFAULT_PREFIX: &str = "rdma";
+
+/// Most IDs one shared pool advertises: kubelet reads ListAndWatch with gRPC's default 4 MiB
+/// message limit, and an ID with its health costs about 20 bytes; this keeps well under it.
+pub const MAX_HCA_IDS: u32 = 100_000;
+
+/// The RDMA shared device plugin's default `periodicUpdateInterval`, seconds.
+pub const SHARED_DEFAULT_INTERVAL: u64 = 60;
+
+/// One entry of `configList` (the RDMA shared device plugin's format): `rdma_hca_max` IDs that
+/// all stand for every HCA the selector picks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedResource {
+    pub resource_name: String,
+    /// Its own prefix: that plugin takes no command-line default, so `rdma` when unset.
+    pub resource_prefix: String,
+    pub rdma_hca_max: u32,
+    pub selector: SharedSelector,
+}
+
+impl SharedResource {
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.resource_prefix, self.resource_name)
+    }
+}
+
+/// `selectors` of a `configList` entry (or its deprecated `devices`, read as `if_names`).
+/// Values of one field are ORed, fields ANDed, an empty field means any.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedSelector {
+    /// Lower-case hex without `0x`.
+    pub vendors: Vec<String>,
+    /// Lower-case hex without `0x`.
+    pub device_ids: Vec<String>,
+    pub drivers: Vec<String>,
+    pub if_names: Vec<String>,
+    pub link_types: Vec<String>,
 }
 
 /// `deviceType` of a resource.

@@ -73,7 +73,17 @@ pub(super) fn checks(input: &Input, pod: &Pod, f: &Allocated) -> Vec<Check> {
         Some(id),
         format!("{id} bound to {expected}"),
     )];
-    out.push(netdev(pod, id, &dir));
+    if f.source.starts_with("NICPLUG_RDMA_PCI_") {
+        // A shared HCA stays on the host: the pod's netdev comes from its CNI (macvlan, ipvlan
+        // over the HCA's netdev), not from the HCA itself.
+        out.push(Check::pass(
+            CheckId::Netdev,
+            Some(id),
+            format!("{id} is a shared HCA (RDMA shared pool): its netdev stays on the host"),
+        ));
+    } else {
+        out.push(netdev(pod, id, &dir));
+    }
     out.push(uverbs(input, f, &dir));
     out.push(counters(input, pod, f, &dir));
     out

@@ -209,7 +209,8 @@ pub enum DoctorError {
 }
 
 /// The allocated functions: `--device` IDs, else every `PCIDEVICE_*` variable that is not
-/// `_INFO` (comma-separated IDs), in variable-name order, each ID once.
+/// `_INFO` (comma-separated IDs), in variable-name order, then the HCAs of RDMA shared pools
+/// (`NICPLUG_RDMA_PCI_*`), each ID once.
 pub fn allocated(input: &Input) -> Vec<Allocated> {
     let info = info_records(&input.env);
     let mut out: Vec<Allocated> = Vec::new();
@@ -237,6 +238,30 @@ pub fn allocated(input: &Input) -> Vec<Allocated> {
             for id in value.split(',') {
                 add(id, key);
             }
+        }
+    }
+    // An RDMA shared pool's HCAs: `NICPLUG_RDMA_PCI_*`, their ibdevs in the matching
+    // `NICPLUG_RDMA_IBDEVS_*` at the same positions.
+    for (key, value) in &input.env {
+        let Some(pool) = key.strip_prefix("NICPLUG_RDMA_PCI_") else {
+            continue;
+        };
+        let ibdevs: Vec<&str> = input
+            .env
+            .get(&format!("NICPLUG_RDMA_IBDEVS_{pool}"))
+            .map(|v| v.split(',').collect())
+            .unwrap_or_default();
+        for (i, id) in value.split(',').enumerate() {
+            let id = id.trim();
+            if id.is_empty() || out.iter().any(|a| a.id == id) {
+                continue;
+            }
+            out.push(Allocated {
+                id: id.to_string(),
+                source: key.clone(),
+                rdma_dev: ibdevs.get(i).map(|s| s.trim().to_string()),
+                uverbs: None,
+            });
         }
     }
     out

@@ -90,7 +90,7 @@ pub fn render(s: &Scrape) -> String {
         }
         let ids: BTreeSet<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
         allocated.get_or_create(&pool).set(ids.len() as i64);
-        for (id, (namespace, pod, container)) in &held {
+        for (id, (namespace, pod, container)) in &counted(view, &held) {
             let Some(dev) = view.host.device(id) else {
                 continue;
             };
@@ -235,6 +235,23 @@ fn held(s: &Scrape, resource: &str, view: &PoolView) -> Vec<(String, Owner)> {
             out.push((id.clone(), Owner::default()));
         }
         out.extend(owners.iter().map(|o| (id.clone(), o.clone())));
+    }
+    out
+}
+
+/// Whose counters to read for the held IDs: the device itself, or for a shared pool every
+/// member HCA once per holder (two IDs in one container must not count an HCA twice), labelled
+/// with the HCA's PCI address.
+fn counted(view: &PoolView, held: &[(String, Owner)]) -> Vec<(String, Owner)> {
+    let Some(shared) = &view.pool.shared else {
+        return held.to_vec();
+    };
+    let owners: BTreeSet<&Owner> = held.iter().map(|(_, o)| o).collect();
+    let mut out = Vec::new();
+    for owner in owners {
+        for member in &shared.members {
+            out.push((member.clone(), owner.clone()));
+        }
     }
     out
 }

@@ -174,7 +174,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
     watch::uevents(tx.clone());
     watch::links(tx.clone());
-    watch::periodic(opts.rescan_interval, tx.clone());
+    // A shared plugin's `periodicUpdateInterval` only sets this safety net (read at start);
+    // its 0 ("never") keeps the command line's, so a lost event is still caught.
+    let rescan_every = match config.periodic_update_interval {
+        Some(n) if n > 0 => Duration::from_secs(n),
+        _ => opts.rescan_interval,
+    };
+    watch::periodic(rescan_every, tx.clone());
 
     let paths = opts.paths.clone();
     let host = tokio::task::spawn_blocking(move || host::discover(&paths))

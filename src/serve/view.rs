@@ -50,7 +50,33 @@ impl PoolView {
     pub fn new(pool: Pool, host: Arc<Host>, paths: Arc<HostPaths>, links: &LinkStates) -> Self {
         let rule = pool.config.nicplug.health;
         let (mut health, mut reasons) = (BTreeMap::new(), BTreeMap::new());
+        // A shared pool's IDs all stand for the same HCAs: usable while one of them is.
+        let shared_verdict = pool.shared.as_ref().map(|s| {
+            warn_missing_nodes(&pool, &host);
+            let verdicts: Vec<(bool, Reason)> = s
+                .members
+                .iter()
+                .map(|a| match host.device(a) {
+                    Some(dev) => {
+                        let v = verdict(dev, &host, links, rule);
+                        (v.healthy, v.reason)
+                    }
+                    None => (false, Reason::Gone),
+                })
+                .collect();
+            verdicts
+                .iter()
+                .find(|(ok, _)| *ok)
+                .or(verdicts.first())
+                .cloned()
+                .unwrap_or((false, Reason::Gone))
+        });
         for d in &pool.devices {
+            if let Some((ok, why)) = &shared_verdict {
+                health.insert(d.id.clone(), *ok);
+                reasons.insert(d.id.clone(), why.clone());
+                continue;
+            }
             let (ok, why) = match host.device(&d.id) {
                 Some(dev) => {
                     let v = verdict(dev, &host, links, rule);
@@ -150,6 +176,22 @@ impl PoolView {
     }
 }
 
+/// Warn once per process about each RDMA node a shared pool's HCA lacks (`umad`, `issm`,
+/// `rdma_cm`): the HCA is still served without it, and views are rebuilt on every change.
+fn warn_missing_nodes(pool: &Pool, host: &Host) {
+    static SEEN: std::sync::Mutex<std::collections::BTreeSet<(String, String, &'static str)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let missing = edits::shared_missing_nodes(pool, host);
+    let Ok(mut seen) = SEEN.lock() else {
+        return;
+    };
+    for (hca, kind) in missing {
+        if seen.insert((pool.name.clone(), hca.clone(), kind)) {
+            tracing::warn!(resource = %pool.name, %hca, node = kind, "RDMA node missing on the host; the HCA is still shared without it");
+        }
+    }
+}
+
 /// Say which devices turned Healthy or Unhealthy between two views of a pool, one line per
 /// verdict (a PF losing carrier is one line for all its VFs).
 pub fn log_health_changes(old: &PoolView, new: &PoolView) {
@@ -187,5 +229,25 @@ pub fn list_response(devices: &[Advertised]) -> api::ListAndWatchResponse {
                 }),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The most IDs a shared pool may have fit one ListAndWatch message under kubelet's 4 MiB.
+    #[test]
+    fn largest_shared_pool_fits_one_message() {
+        let devices: Vec<Advertised> = (0..crate::config::MAX_HCA_IDS)
+            .map(|n| Advertised {
+                id: n.to_string(),
+                healthy: false,
+                numa_node: None,
+            })
+            .collect();
+        let len = list_response(&devices).encoded_len();
+        assert!(len < 4 * 1024 * 1024 / 2, "{len} bytes");
     }
 }

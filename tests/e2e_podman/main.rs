@@ -453,3 +453,93 @@ fn device_classes_reach_the_container() {
         ]
     );
 }
+
+/// The RDMA shared mode's rig: the shared-mode fixture host with the network-operator's
+/// example config (one shared pool over both ConnectX-6 ports).
+fn shared_rig() -> Option<&'static Rig> {
+    static RIG: OnceLock<Option<Rig>> = OnceLock::new();
+    RIG.get_or_init(|| {
+        rig()?;
+        let rig = build_rig_on(Some((
+            include_str!("../data/rdma-shared/shared-node.yaml"),
+            include_str!("../data/rdma-shared/network-operator-example.json"),
+        )));
+        for port in SHARED_PORTS {
+            std::fs::create_dir_all(rig.skeleton.join(port)).unwrap();
+        }
+        Some(rig)
+    })
+    .as_ref()
+}
+
+const SHARED_PORTS: [&str; 2] = [
+    "devices/pci0000:80/0000:80:01.0/0000:81:00.0/infiniband/mlx5_4/ports/1",
+    "devices/pci0000:80/0000:80:01.0/0000:81:00.1/infiniband/mlx5_5/ports/1",
+];
+
+/// Two containers of one shared pool (one after the other: the rig runs one at a time) each
+/// get both HCAs' nodes with sysfs's numbers, both ports' counters read-only, and the env
+/// naming the HCAs; the device cgroup lets them open those nodes and no other.
+#[test]
+fn two_containers_share_the_hcas_of_a_shared_pool() {
+    let Some(rig) = shared_rig() else { return };
+    let script = format!(
+        "ls -l /dev/infiniband; echo '== rest'; env | grep ^NICPLUG_ | sort; \
+         ls /sys/{0}/hw_counters >/dev/null && echo ok-counters0; \
+         ls /sys/{1}/hw_counters >/dev/null && echo ok-counters1; \
+         touch /sys/{0}/x 2>&1; cat /dev/infiniband/uverbs5 2>&1; \
+         mknod /tmp/x c 231 192 2>&1 && cat /tmp/x 2>&1; echo end",
+        SHARED_PORTS[0], SHARED_PORTS[1]
+    );
+    let device = vec![
+        "--device".to_string(),
+        "rdma/rdma_shared_device_a=hcas".to_string(),
+    ];
+    for container in ["first", "second"] {
+        let out = rig.run_with(device.clone(), true, &script);
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success(),
+            "{container}: podman failed:\n{stdout}\n{stderr}"
+        );
+        let ls = stdout.split("== rest").next().unwrap_or_default();
+        assert_eq!(
+            nodes(ls),
+            [
+                ("issm4".to_string(), "231, 68".to_string()),
+                ("issm5".into(), "231, 69".into()),
+                ("rdma_cm".into(), "10, 56".into()),
+                ("umad4".into(), "231, 4".into()),
+                ("umad5".into(), "231, 5".into()),
+                ("uverbs4".into(), "231, 196".into()),
+                ("uverbs5".into(), "231, 197".into()),
+            ],
+            "{container}: {stdout}"
+        );
+        let env: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("NICPLUG_"))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "NICPLUG_RDMA_IBDEVS_RDMA_RDMA_SHARED_DEVICE_A=mlx5_4,mlx5_5",
+                "NICPLUG_RDMA_PCI_RDMA_RDMA_SHARED_DEVICE_A=0000:81:00.0,0000:81:00.1",
+            ],
+            "{container}"
+        );
+        for want in [
+            "ok-counters0",
+            "ok-counters1",
+            "Read-only file system",
+            "No such device or address",
+            "Operation not permitted",
+            "end",
+        ] {
+            assert!(
+                stdout.contains(want),
+                "{container}: no {want:?} in\n{stdout}"
+            );
+        }
+    }
+}

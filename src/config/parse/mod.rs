@@ -18,6 +18,7 @@ mod names;
 mod nicplug;
 mod resource;
 mod selector;
+mod shared;
 mod syntax;
 mod value;
 
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use self::value::{describe, index_path, quote};
-use super::{Config, Format, ResourceConfig};
+use super::{Config, Format, ResourceConfig, SharedResource};
 
 /// Why a config was refused.
 #[derive(Debug, thiserror::Error)]
@@ -168,13 +169,28 @@ impl Walk {
         ) else {
             return Config::default();
         };
-        let fields = self.fields("", map, &["resourceList"], true);
+        let fields = self.fields(
+            "",
+            map,
+            &["resourceList", "configList", "periodicUpdateInterval"],
+            true,
+        );
+        // The RDMA shared device plugin's format: `configList`, alone or next to `resourceList`.
+        let shared = match fields.get("configList") {
+            Some((path, v)) => self.shared_list(&path, v),
+            None => Vec::new(),
+        };
+        let periodic_update_interval = fields
+            .get("periodicUpdateInterval")
+            .and_then(|(path, v)| self.interval(&path, v));
+        let has_shared = fields.get("configList").is_some();
         let resources: Vec<ResourceConfig> = match fields.get("resourceList") {
+            None if has_shared => Vec::new(),
             None => {
                 self.problem(
                     "resourceList",
                     "is required",
-                    r#"add "resourceList": [ ... ] with one object per resource pool"#,
+                    r#"add "resourceList": [ ... ] with one object per resource pool (or "configList": [ ... ] for RDMA shared pools)"#,
                 );
                 Vec::new()
             }
@@ -197,7 +213,36 @@ impl Walk {
                 Vec::new()
             }
         };
-        Config { resources }
+        self.shared_clashes(&resources, &shared);
+        Config {
+            resources,
+            shared,
+            periodic_update_interval,
+        }
+    }
+
+    /// A shared and an exclusive pool under one name would be one kubelet resource served twice.
+    fn shared_clashes(&mut self, resources: &[ResourceConfig], shared: &[SharedResource]) {
+        for (i, s) in shared.iter().enumerate() {
+            if s.resource_name.is_empty() {
+                continue;
+            }
+            if let Some(j) = resources.iter().position(|r| {
+                r.resource_name == s.resource_name
+                    && r.resource_prefix
+                        .as_deref()
+                        .is_none_or(|p| p == s.resource_prefix)
+            }) {
+                self.problem(
+                    &format!("configList[{i}].resourceName"),
+                    format!(
+                        "{} is also the name of resourceList[{j}]",
+                        quote(&s.resource_name)
+                    ),
+                    "rename one of them: a shared and an exclusive pool cannot be one resource",
+                );
+            }
+        }
     }
 
     /// Upstream refuses to start when two resources end up with the same `prefix/name`. The

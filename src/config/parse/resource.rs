@@ -195,7 +195,7 @@ impl Walk {
     }
 
     /// Kubelet wants the prefix of an extended resource to be a DNS subdomain.
-    fn resource_prefix(&mut self, path: &str, prefix: &str) {
+    pub(super) fn resource_prefix(&mut self, path: &str, prefix: &str) {
         if is_dns_subdomain(prefix) {
             return;
         }

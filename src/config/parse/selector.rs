@@ -325,7 +325,7 @@ impl Walk {
         None
     }
 
-    fn hex_ids(&mut self, path: &str, value: &Value, example: &str) -> Vec<String> {
+    pub(super) fn hex_ids(&mut self, path: &str, value: &Value, example: &str) -> Vec<String> {
         let mut ids = Vec::new();
         for (item_path, text) in self.list(path, value) {
             if text.len() == 4 && is_hex(text) {
