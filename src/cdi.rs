@@ -229,10 +229,9 @@ pub fn env_id(id: &str) -> String {
 /// The variables one CDI device carries (see the module docs for why only these).
 pub fn device_env(pool: &Pool, id: &str) -> Vec<String> {
     let suffix = env_id(id);
-    let base = format!("{}_{}", pool.prefix, pool.resource_name)
-        .to_ascii_uppercase()
-        .replace(['.', '/', '-'], "_");
-    let mut env = vec![format!("NICPLUG_DEVICE_{base}_{suffix}={id}")];
+    // Named like PCIDEVICE_* (upper case, `.` as `_`), so a pod finds all three alike.
+    let base = crate::info::env_name("NICPLUG_DEVICE", &pool.prefix, &pool.resource_name);
+    let mut env = vec![format!("{base}_{suffix}={id}")];
     if pool.config.nicplug.eal_args {
         let args = edits::eal_args(pool, std::slice::from_ref(&id.to_string()));
         env.push(format!("{}_{suffix}={args}", edits::eal_env_name(pool)));

@@ -3,6 +3,7 @@
 
 use crate::config::{DeviceType, RdmaCharDev};
 use crate::host::{CharDev, Device, Host, PciFunction, RdmaNetnsMode, is_bdf, is_sf_name};
+use crate::info;
 use crate::paths::HostPaths;
 use crate::pools::Pool;
 use serde::Serialize;
@@ -56,16 +57,16 @@ pub enum EditError {
     },
 }
 
-/// Name of the environment variable carrying EAL arguments for a pool's allocation.
+/// Name of the environment variable carrying EAL arguments for a pool's allocation (named by
+/// the same rule as `PCIDEVICE_*`).
 pub fn eal_env_name(pool: &Pool) -> String {
-    env_key("NICPLUG_EAL_ARGS", pool)
+    info::env_name("NICPLUG_EAL_ARGS", &pool.prefix, &pool.resource_name)
 }
 
-/// `<base>_<PREFIX>_<NAME>`, upper case, `.`, `/` and `-` as `_` (the SR-IOV plugin's scheme).
-fn env_key(base: &str, pool: &Pool) -> String {
-    format!("{base}_{}_{}", pool.prefix, pool.resource_name)
-        .to_ascii_uppercase()
-        .replace(['.', '/', '-'], "_")
+/// Name of the variable listing a pool's allocated device IDs; `_INFO` is appended for the
+/// per-device records.
+pub fn pcidevice_env_name(pool: &Pool) -> String {
+    info::env_name("PCIDEVICE", &pool.prefix, &pool.resource_name)
 }
 
 /// Compute the container edits for `ids` (in request order) of `pool`.
@@ -96,11 +97,8 @@ pub fn container_edits(
         let device = pool.device(id).expect("checked above");
         let dev = host.device(id).expect("checked above");
         let selector = pool.selector_of(device);
-        let mut entry = BTreeMap::new();
-        entry.insert(
-            "generic".to_string(),
-            BTreeMap::from([("deviceID".to_string(), id.clone())]),
-        );
+        let mut entry = info::Entry::new();
+        info::put(&mut entry, info::generic(id));
 
         if let Device::Pci(f) = dev
             && f.driver.as_deref() == Some("vfio-pci")
@@ -123,19 +121,16 @@ pub fn container_edits(
             for p in ["/dev/vhost-net", "/dev/net/tun"] {
                 add_node(&mut edits, p, paths, None);
             }
+            info::put(&mut entry, info::vhost());
         }
-        let extra = additional_info(pool, id);
-        if !extra.is_empty() {
-            entry.insert("extra".to_string(), extra);
+        if let Some(extra) = info::extra(pool.config.additional_info.as_ref(), id) {
+            info::put(&mut entry, extra);
         }
         info.insert(id.clone(), entry);
     }
 
-    let key = env_key("PCIDEVICE", pool);
-    edits.env.insert(
-        format!("{key}_INFO"),
-        serde_json::to_string(&info).expect("string maps serialise"),
-    );
+    let key = pcidevice_env_name(pool);
+    edits.env.insert(format!("{key}_INFO"), info::encode(&info));
     edits.env.insert(key, ids.join(","));
     if pool.config.nicplug.eal_args {
         edits.env.insert(eal_env_name(pool), eal_args(pool, ids));
@@ -154,6 +149,13 @@ pub fn eal_args(pool: &Pool, ids: &[String]) -> String {
     args.join(" ")
 }
 
+/// Whether the pool hands out `id`'s RDMA side (its char devices; its ibdev in the device-info
+/// file): with `isRdma` on the selector that took it, or with `nicplug.rdmaDevices`.
+pub fn gives_rdma(pool: &Pool, id: &str) -> bool {
+    pool.device(id)
+        .is_some_and(|d| !rdma_nodes_for(pool, pool.selector_of(d).is_rdma).is_empty())
+}
+
 /// Which RDMA char devices this pool hands out for a device matched by a selector.
 fn rdma_nodes_for(pool: &Pool, is_rdma: bool) -> Vec<RdmaCharDev> {
     match &pool.config.nicplug.rdma_devices {
@@ -164,24 +166,20 @@ fn rdma_nodes_for(pool: &Pool, is_rdma: bool) -> Vec<RdmaCharDev> {
     }
 }
 
-type InfoEntry = BTreeMap<String, BTreeMap<String, String>>;
-
-fn vfio(edits: &mut ContainerEdits, entry: &mut InfoEntry, f: &PciFunction, paths: &HostPaths) {
+fn vfio(edits: &mut ContainerEdits, entry: &mut info::Entry, f: &PciFunction, paths: &HostPaths) {
     add_node(edits, "/dev/vfio/vfio", paths, None);
-    let mut vfio_info = BTreeMap::from([("mount".to_string(), "/dev/vfio/vfio".to_string())]);
-    if let Some(group) = f.iommu_group {
-        let p = format!("/dev/vfio/{group}");
-        add_node(edits, &p, paths, None);
-        vfio_info.insert("dev-mount".to_string(), p);
+    let group = f.iommu_group.map(|g| format!("/dev/vfio/{g}"));
+    if let Some(p) = &group {
+        add_node(edits, p, paths, None);
     }
-    entry.insert("vfio".to_string(), vfio_info);
+    info::put(entry, info::vfio(group.as_deref()));
 }
 
-fn rdma(
+fn rdma<'a>(
     edits: &mut ContainerEdits,
-    entry: &mut InfoEntry,
-    dev: Device<'_>,
-    host: &Host,
+    entry: &mut info::Entry,
+    dev: Device<'a>,
+    host: &'a Host,
     paths: &HostPaths,
     wanted: &[RdmaCharDev],
     counters: bool,
@@ -192,14 +190,11 @@ fn rdma(
     let Some(r) = dev.rdma() else {
         return Ok(());
     };
-    let mut rdma_info = BTreeMap::new();
-    if let Some(ibdev) = &r.ibdev {
-        rdma_info.insert("rdma_dev".to_string(), ibdev.clone());
-    }
-    let mut give = |kind: &str, dev: Option<&CharDev>| {
+    let mut given: Vec<(&str, &str)> = Vec::new();
+    let mut give = |kind: &'static str, dev: Option<&'a CharDev>| {
         if let Some(d) = dev {
             add_node(edits, &d.path, paths, Some((d.major, d.minor)));
-            rdma_info.insert(kind.to_string(), d.path.clone());
+            given.push((kind, &d.path));
         }
     };
     for w in wanted {
@@ -210,7 +205,7 @@ fn rdma(
             RdmaCharDev::Issm => give("issm", r.issm.first()),
         }
     }
-    entry.insert("rdma".to_string(), rdma_info);
+    info::put(entry, info::rdma(r.ibdev.as_deref(), given));
 
     // The counters fix: in shared netns mode the pod's sysfs shows this port without
     // `hw_counters`; bind the host's port directory over it, read-only. In exclusive mode the
@@ -286,16 +281,6 @@ fn add_node(
         major: num.map(|n| n.0),
         minor: num.map(|n| n.1),
     });
-}
-
-/// `additionalInfo` for one device: `"*"` first, the device's own key wins.
-fn additional_info(pool: &Pool, id: &str) -> BTreeMap<String, String> {
-    let ai = &pool.config.additional_info;
-    let mut out = ai.get("*").cloned().unwrap_or_default();
-    if let Some(own) = ai.get(id) {
-        out.extend(own.clone());
-    }
-    out
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ pub mod edits;
 pub mod files;
 pub mod fixture;
 pub mod host;
+pub mod info;
+pub mod legacy;
 pub mod paths;
 pub mod pools;
 pub mod render;

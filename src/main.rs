@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use nicplug::config::{self, Config};
 use nicplug::host::{self, Host};
 use nicplug::pools::{self, Pools};
-use nicplug::{HostPaths, edits, fixture, render, report, serve};
+use nicplug::{HostPaths, fixture, render, report, serve};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +22,11 @@ const DEFAULT_CONFIG: &str = "/etc/pcidp/config.json";
         nicplug discovers PCI network functions from sysfs, groups them into resource pools with \
         the SR-IOV network device plugin's config.json, and gives each container exactly the RDMA \
         device nodes, a read-only hw_counters mount and the DPDK environment it needs: never /sys, \
-        never privileged.\n\nTry it without a NIC: `nicplug demo`."
+        never privileged.\n\nTry it without a NIC: `nicplug demo`.\n\n\
+        Without a subcommand nicplug runs the daemon (`serve`) and also accepts the SR-IOV network \
+        device plugin's command line unchanged (`--config-file`, `--resource-prefix`, `--use-cdi`, \
+        `--log-level`, `--log-dir` and the glog flags `-v`, `-logtostderr`, ...): see the \
+        README's compatibility section."
 )]
 struct Cli {
     #[command(flatten)]
@@ -56,8 +60,15 @@ struct HostArgs {
     /// (see `nicplug sample write`)
     #[arg(long, global = true, value_name = "DIR", conflicts_with_all = ["sysfs_root", "dev_root", "proc_root"])]
     host_root: Option<PathBuf>,
-    /// Resource config: the SR-IOV network device plugin's config.json (JSON or YAML)
-    #[arg(long, global = true, env = "NICPLUG_CONFIG")]
+    /// Resource config: the SR-IOV network device plugin's config.json (JSON, or YAML by
+    /// extension .yaml/.yml; a file without extension, like an operator's per-node ConfigMap
+    /// key, is read as JSON when it starts with `{`, as YAML otherwise)
+    #[arg(
+        long,
+        global = true,
+        visible_alias = "config-file",
+        env = "NICPLUG_CONFIG"
+    )]
     config: Option<PathBuf>,
     /// Prefix of resource names without their own resourcePrefix (the SR-IOV plugin's default)
     #[arg(
@@ -68,9 +79,11 @@ struct HostArgs {
         value_parser = resource_prefix
     )]
     resource_prefix: String,
-    /// Log filter (tracing syntax), e.g. `warn`, `nicplug=debug`
-    #[arg(long, global = true, default_value = "warn", env = "NICPLUG_LOG")]
-    log: String,
+    /// Log filter: a level (`off`, `error`, `warn`, `info`, `debug`, `trace`) and/or
+    /// `target=level` directives, comma-separated, e.g. `warn,nicplug=debug` [default: warn;
+    /// with the SR-IOV plugin's flags, from its `-v`/`--log-level`]
+    #[arg(long, global = true, env = "NICPLUG_LOG", value_parser = log_filter)]
+    log: Option<String>,
     /// Log line format: `text` for people, `json` (one object per line) for log pipelines
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NICPLUG_LOG_FORMAT")]
     log_format: LogFormat,
@@ -94,7 +107,8 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Print, as JSON, the exact ContainerAllocateResponse the daemon returns for these device
-    /// IDs: an operator's preview of what a pod gets
+    /// IDs: an operator's preview of what a pod gets. Like the daemon, refuses (exit 2) IDs
+    /// that are not in the pool or not healthy (health as read from sysfs now)
     Allocate {
         /// Resource name, with or without prefix (`nvidia.com/cx6dx_vf` or `cx6dx_vf`)
         #[arg(long)]
@@ -102,6 +116,11 @@ enum Command {
         /// Device IDs (PCI addresses) as kubelet would request them
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Answer as `serve --cdi` does: `cdi_devices` and envs, no devices or mounts
+        #[arg(long, visible_alias = "use-cdi")]
+        cdi: bool,
+        #[arg(long, default_value = nicplug::cdi::DEFAULT_VERSION, value_parser = cdi_version, requires = "cdi", help = CDI_VERSION_HELP)]
+        cdi_version: String,
     },
     /// Run the kubelet device plugin daemon: one plugin per pool, registered with kubelet,
     /// kept in step with the host (uevents, link state, config changes, kubelet restarts)
@@ -131,6 +150,10 @@ enum Command {
         /// [default: <kubelet-dir>/pod-resources/kubelet.sock]
         #[arg(long, value_name = "PATH", env = "NICPLUG_POD_RESOURCES_SOCKET")]
         pod_resources_socket: Option<PathBuf>,
+        /// Serve http://ADDR/healthz (the daemon answers) and /readyz (every pool registered
+        /// with the running kubelet) without metrics; the metrics address serves both too
+        #[arg(long, value_name = "ADDR", env = "NICPLUG_HEALTH_ADDR")]
+        health_addr: Option<std::net::SocketAddr>,
     },
     /// Write CDI specs for every pool of the node (one file per resource, kind
     /// `<prefix>/<name>`, one device per function named by its ID), or print them as a JSON
@@ -157,12 +180,17 @@ enum Command {
         #[arg(long)]
         eal_args: bool,
     },
-    /// Liveness check of a running `serve` (for a DaemonSet probe): every nicplug plugin socket
-    /// answers GetDevicePluginOptions within 2 s; exit 0 if so, 1 otherwise
+    /// Readiness check of a running `serve` (for a DaemonSet probe): there is a nicplug plugin
+    /// socket, each answers GetDevicePluginOptions within 2 s, and the daemon says every pool
+    /// is registered with the running kubelet; exit 0 if so, 1 otherwise
     Probe {
         /// Kubelet's state directory, as given to `serve`
         #[arg(long, default_value = "/var/lib/kubelet", env = "NICPLUG_KUBELET_DIR")]
         kubelet_dir: PathBuf,
+        /// Liveness only: the sockets answer (registration is not checked, so a kubelet that
+        /// is restarting or refusing does not get the daemon restarted)
+        #[arg(long)]
+        liveness: bool,
     },
     /// Show nicplug on the bundled sample node (no NIC, no root needed): discovery, the real
     /// daemon with a built-in kubelet stand-in, what a DPDK pod gets for one VF, the doctor's
@@ -182,7 +210,7 @@ const CDI_VERSION_HELP: &str = "cdiVersion of the specs (0.5.0 or later). Podman
 struct CdiArgs {
     /// Write a CDI spec per resource into --cdi-dir (kept in step with the pool, removed on
     /// exit) and answer Allocate with `cdi_devices` and the same envs, without devices/mounts
-    #[arg(long, env = "NICPLUG_CDI")]
+    #[arg(long, visible_alias = "use-cdi", env = "NICPLUG_CDI")]
     cdi: bool,
     /// Where CDI spec files go (the runtime's dynamic spec directory)
     #[arg(
@@ -204,8 +232,9 @@ fn cdi_version(s: &str) -> Result<String, String> {
 enum ConfigCommand {
     /// Exit 0 with a one-line summary per pool, or exit 2 with every problem found
     Check {
-        /// The config file (JSON, or YAML by extension .yaml/.yml)
-        file: PathBuf,
+        /// The config file (as for --config) [default: --config/--config-file, or
+        /// /etc/pcidp/config.json]
+        file: Option<PathBuf>,
     },
 }
 
@@ -221,6 +250,10 @@ enum SampleCommand {
         /// Write a synthetic host of PFS x VFS ConnectX-6 Dx functions instead, e.g. `8x127`
         #[arg(long, value_name = "PFSxVFS", value_parser = parse_generated)]
         generated: Option<(u32, u32)>,
+        /// Replace DIR's sys/, dev/, proc/ and config.json if they exist (nothing else in DIR
+        /// is touched)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -231,17 +264,46 @@ enum Output {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let legacy = match translate_args() {
+        Ok(t) => t,
+        Err(e) => {
+            // Go's flag package exits 2 on a bad flag too.
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(&legacy.args);
+    // An explicit --log wins; the SR-IOV plugin's verbosity otherwise; warn without either.
+    let filter = match (&cli.host.log, legacy.verbosity) {
+        (Some(f), _) => f.clone(),
+        (None, Some(v)) => nicplug::legacy::log_filter(v),
+        (None, None) => "warn".to_string(),
+    };
     let logs = tracing_subscriber::fmt()
         // netlink-packet-route warns about every attribute newer than itself: not ours to act on.
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "netlink_packet_route=error,{}",
-            cli.host.log
-        )))
-        .with_writer(std::io::stderr);
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(format!("netlink_packet_route=error,{filter}"))
+                .expect("validated by log_filter"),
+        )
+        .with_writer(OneLine);
     match cli.host.log_format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
+    if legacy.verbosity.is_some() {
+        match &cli.host.log {
+            Some(f) => tracing::info!(
+                "SR-IOV plugin command line: --log {f} given, so -v/--log-level is not used"
+            ),
+            None => tracing::info!(
+                filter,
+                "SR-IOV plugin command line: verbosity {} as log filter",
+                legacy.verbosity.unwrap_or_default()
+            ),
+        }
+    }
+    for note in &legacy.notes {
+        tracing::info!("SR-IOV plugin flag accepted, {note}");
     }
     match run(cli) {
         Ok(code) => code,
@@ -258,18 +320,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Discover { output } => {
             let (host, pools) = load(args)?;
             match output {
-                Output::Table => print!("{}", report::discover_table(&host, &pools)),
-                Output::Json => println!(
-                    "{}",
+                Output::Table => out(&report::discover_table(&host, &pools))?,
+                Output::Json => out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&report::discover_report(&host, &pools))?
-                ),
+                ))?,
             }
         }
-        Command::Config(ConfigCommand::Check { file }) => return config_check(&file, args),
-        Command::Allocate { resource, ids } => {
+        Command::Config(ConfigCommand::Check { file }) => {
+            let file = match file.or_else(|| args.config.clone()) {
+                Some(f) => f,
+                None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+                None => bail!(
+                    "config check needs a file: nicplug config check FILE, or --config FILE \
+                     (or {DEFAULT_CONFIG})"
+                ),
+            };
+            return config_check(&file, args);
+        }
+        Command::Allocate {
+            resource,
+            ids,
+            cdi,
+            cdi_version,
+        } => {
             let (host, pools) = load(args)?;
-            let response = allocate(args, &host, &pools, &resource, &ids)?;
-            println!("{}", serde_json::to_string_pretty(&response)?);
+            let cdi = cdi.then_some(cdi_version.as_str());
+            let response = allocate(args, host, &pools, &resource, &ids, cdi)?;
+            out(&format!("{}\n", serde_json::to_string_pretty(&response)?))?;
         }
         Command::Serve {
             kubelet_dir,
@@ -279,6 +357,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cdi,
             metrics_addr,
             pod_resources_socket,
+            health_addr,
         } => {
             let Some(config_path) = args.config.clone().or_else(|| {
                 Path::new(DEFAULT_CONFIG)
@@ -291,6 +370,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or_else(|| kubelet_dir.join("pod-resources").join("kubelet.sock"));
             let opts = serve::ServeOptions {
                 metrics_addr,
+                health_addr,
                 pod_resources_socket,
                 paths: HostPaths {
                     kubelet_dir,
@@ -321,42 +401,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let input = nicplug::doctor::Input::from_process(paths(args), devices);
             if eal_args {
-                println!("{}", nicplug::doctor::eal_args(&input)?);
+                out(&format!("{}\n", nicplug::doctor::eal_args(&input)?))?;
                 return Ok(ExitCode::SUCCESS);
             }
             let report = nicplug::doctor::run(&input);
             match output {
-                Output::Table => print!(
-                    "{}",
-                    nicplug::doctor::render::table(&report, std::io::stdout().is_terminal())
-                ),
-                Output::Json => println!("{}", nicplug::doctor::render::json(&report)),
+                Output::Table => out(&nicplug::doctor::render::table(
+                    &report,
+                    std::io::stdout().is_terminal(),
+                ))?,
+                Output::Json => out(&format!("{}\n", nicplug::doctor::render::json(&report)))?,
             }
             return Ok(match report.ok {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::from(1),
             });
         }
-        Command::Probe { kubelet_dir } => {
+        Command::Probe {
+            kubelet_dir,
+            liveness,
+        } => {
             let dir = kubelet_dir.join("device-plugins");
             let results = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve::probe(&dir))
+                .block_on(serve::probe(&dir, !liveness))
                 .with_context(|| format!("listing {}", dir.display()))?;
-            let mut ok = true;
+            // No socket at all is a daemon that serves nothing (not started, or no pool).
+            let mut ok = !results.is_empty();
+            let mut text = String::new();
             for (name, err) in &results {
                 match err {
-                    None => println!("ok    {name}"),
+                    None => text.push_str(&format!("ok    {name}\n")),
                     Some(e) => {
                         ok = false;
-                        println!("FAIL  {name}: {e}");
+                        text.push_str(&format!("FAIL  {name}: {e}\n"));
                     }
                 }
             }
             if results.is_empty() {
-                println!("no nicplug plugin sockets in {}", dir.display());
+                text.push_str(&format!(
+                    "FAIL  no nicplug plugin sockets in {}\n",
+                    dir.display()
+                ));
             }
+            out(&text)?;
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -368,17 +457,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             spec,
             generated,
+            force,
         }) => {
             let spec = match (spec, generated) {
                 (Some(file), _) => fixture::load(&file)?,
                 (None, Some((pfs, vfs))) => fixture::generated(pfs, vfs),
                 (None, None) => fixture::sample_node(),
             };
+            if force {
+                clear_host(&dir)?;
+            }
             write_host(&spec, &dir)?;
-            println!(
-                "sample node written to {0}\ntry: nicplug --host-root {0} --config {0}/config.json discover",
+            out(&format!(
+                "sample node written to {0}\ntry: nicplug --host-root {0} --config {0}/config.json discover\n",
                 dir.display()
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -398,15 +491,129 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// The host roots, absolute: they become host paths in container edits and CDI specs, which a
+/// runtime resolves from its own working directory, not ours.
 fn paths(args: &HostArgs) -> HostPaths {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     match &args.host_root {
-        Some(root) => HostPaths::under(root),
+        Some(root) => HostPaths::under(&abs(root)),
         None => HostPaths {
-            sysfs_root: args.sysfs_root.clone(),
-            dev_root: args.dev_root.clone(),
-            proc_root: args.proc_root.clone(),
+            sysfs_root: abs(&args.sysfs_root),
+            dev_root: abs(&args.dev_root),
+            proc_root: abs(&args.proc_root),
             ..HostPaths::default()
         },
+    }
+}
+
+/// Write command output to stdout. A reader that went away (`nicplug doctor | head -1`) is
+/// not an error: the output is simply not wanted any more.
+fn out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// The argument list with the SR-IOV plugin's flags made nicplug's (see [`nicplug::legacy`]).
+fn translate_args() -> Result<nicplug::legacy::Translated, nicplug::legacy::LegacyError> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut subcommands = vec!["help".to_string()];
+    let mut value_flags = Vec::new();
+    let mut takes_values = |c: &clap::Command| {
+        for a in c.get_arguments() {
+            if a.get_action().takes_values()
+                && let Some(long) = a.get_long()
+            {
+                value_flags.push(long.to_string());
+                value_flags.extend(a.get_all_aliases().into_iter().flatten().map(String::from));
+            }
+        }
+    };
+    takes_values(&cmd);
+    for sub in cmd.get_subcommands() {
+        subcommands.push(sub.get_name().to_string());
+        subcommands.extend(sub.get_all_aliases().map(String::from));
+        if sub.get_name() == "serve" {
+            takes_values(sub);
+        }
+    }
+    nicplug::legacy::translate(
+        std::env::args_os().collect(),
+        &nicplug::legacy::Grammar {
+            subcommands: &subcommands,
+            value_flags: &value_flags,
+        },
+    )
+}
+
+/// `--log`: every directive must mean something. tracing's own parser reads a misspelt level
+/// (`wran`) as a target name and then logs nothing: here a bare word must be a level, and
+/// targets are written `target=level`.
+fn log_filter(s: &str) -> Result<String, String> {
+    use tracing::level_filters::LevelFilter;
+    const LEVELS: &str = "off, error, warn, info, debug, trace";
+    if s.trim().is_empty() {
+        return Err(format!("empty; give a level ({LEVELS})"));
+    }
+    for d in s.split(',').map(str::trim) {
+        if d.is_empty() || d.contains('[') {
+            continue;
+        }
+        let (target, level) = match d.rsplit_once('=') {
+            Some((t, l)) => (Some(t), l),
+            None => (None, d),
+        };
+        if target.is_some_and(str::is_empty) || level.parse::<LevelFilter>().is_err() {
+            return Err(match target {
+                None => format!(
+                    "{d:?} is not a level ({LEVELS}); to filter by module write target=level, \
+                     e.g. nicplug=debug"
+                ),
+                Some(_) => format!("{d:?}: expected target=level with a level of {LEVELS}"),
+            });
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// stderr, one line per event: a message with a line break (a config error listing its
+/// problems) is written with `\n` escapes, so log collectors keep the event whole.
+struct OneLine;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLine {
+    type Writer = OneLine;
+    fn make_writer(&'a self) -> OneLine {
+        OneLine
+    }
+}
+
+impl std::io::Write for OneLine {
+    /// tracing's fmt layer hands over each event whole, in one call.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        let mut line = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                b => line.push(b),
+            }
+        }
+        line.push(b'\n');
+        std::io::stderr().lock().write_all(&line)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -432,18 +639,42 @@ fn load(args: &HostArgs) -> Result<(Host, Pools)> {
     Ok((host, pools))
 }
 
+/// What the daemon answers for `ids`: the same view (health from the sysfs snapshot, as the
+/// daemon starts with), the same refusals, and in CDI mode the same `cdi_devices` answer.
 fn allocate(
     args: &HostArgs,
-    host: &Host,
+    host: Host,
     pools: &Pools,
     resource: &str,
     ids: &[String],
+    cdi_version: Option<&str>,
 ) -> Result<nicplug::api::ContainerAllocateResponse> {
     let Some(pool) = pools.pool(resource) else {
         let known: Vec<&str> = pools.pools.iter().map(|p| p.name.as_str()).collect();
         bail!("no pool named {resource:?}; pools: {}", known.join(", "));
     };
-    let edits = edits::container_edits(pool, host, &paths(args), ids)?;
+    let paths = paths(args);
+    let view = serve::PoolView::new(
+        pool.clone(),
+        std::sync::Arc::new(host),
+        std::sync::Arc::new(paths.clone()),
+        &serve::LinkStates::new(),
+    );
+    let edits = view.allocate(ids)?;
+    if let Some(version) = cdi_version {
+        match nicplug::cdi::spec(pool, &view.host, &paths, version) {
+            Ok((spec, _)) => {
+                if let Some(r) = nicplug::cdi::Published::of(&spec).response(&edits, ids) {
+                    return Ok(r);
+                }
+            }
+            // The daemon answers without CDI then, and says so.
+            Err(e) => eprintln!(
+                "no CDI spec for {}: {e}; answering as without --cdi",
+                pool.name
+            ),
+        }
+    }
     Ok(render::allocate_response(&edits))
 }
 
@@ -538,6 +769,26 @@ fn parse_generated(s: &str) -> Result<(u32, u32), String> {
         return Err("PFS must be 1..=62 and VFS 0..=255".into());
     }
     Ok((pfs, vfs))
+}
+
+/// `sample write --force`: remove what a previous `sample write` put in `dir`, and only that.
+fn clear_host(dir: &Path) -> Result<()> {
+    for sub in ["sys", "dev", "proc"] {
+        let p = dir.join(sub);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+            Ok(_) => std::fs::remove_file(&p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+        .with_context(|| format!("removing {}", p.display()))?;
+    }
+    match std::fs::remove_file(dir.join("config.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.join("config.json").display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Materialise a host and the sample config beside it.

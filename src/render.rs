@@ -54,7 +54,8 @@ struct PciInfo<'a> {
 /// the network plumbing working group's device-info spec 1.1.0 as the SR-IOV plugin writes it.
 /// PCI functions only: scalable functions get no device-info file (their `pci` record would
 /// name the parent PF, which a CNI could mistake for the allocated device); CNIs read SFs from
-/// the `PCIDEVICE_*` variables.
+/// the `PCIDEVICE_*` variables. `rdma-device` only when the pool hands out the function's RDMA
+/// side (`isRdma`), as the SR-IOV plugin does since it stopped naming it for every function.
 pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
     let name = format!(
         "{}-{}-{}-device.json",
@@ -65,11 +66,15 @@ pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
         version: "1.1.0",
         pci: PciInfo {
             pci_address: &f.address,
-            rdma_device: f.rdma.as_ref().and_then(|r| r.ibdev.as_deref()),
+            rdma_device: f
+                .rdma
+                .as_ref()
+                .filter(|_| crate::edits::gives_rdma(pool, &f.address))
+                .and_then(|r| r.ibdev.as_deref()),
         },
     };
     (
         name,
-        serde_json::to_string(&info).expect("plain strings serialise"),
+        crate::info::go_json(&serde_json::to_string(&info).expect("plain strings serialise")),
     )
 }

@@ -60,7 +60,7 @@ fn resource(name: &str, selectors: Vec<Selector>) -> ResourceConfig {
         resource_prefix: None,
         device_type: DeviceType::NetDevice,
         exclude_topology: false,
-        additional_info: BTreeMap::new(),
+        additional_info: None,
         selectors,
         nicplug: NicplugOptions::default(),
     }
@@ -76,13 +76,13 @@ fn expected_full() -> Config {
     let cx6 = ResourceConfig {
         resource_prefix: Some("mellanox.com".into()),
         exclude_topology: true,
-        additional_info: BTreeMap::from([
+        additional_info: Some(BTreeMap::from([
             ("*".to_owned(), info(&[("netns", "shared")])),
             (
                 "0000:3b:00.2".to_owned(),
                 info(&[("port", "p0"), ("netns", "own")]),
             ),
-        ]),
+        ])),
         nicplug: NicplugOptions {
             counters_mount: false,
             rdma_devices: Some(vec![RdmaCharDev::Uverbs, RdmaCharDev::RdmaCm]),
@@ -668,6 +668,18 @@ fn files_are_read_by_extension_and_read_errors_are_typed() {
         parse_config_file(&json_path),
         Err(ConfigError::Syntax { line: 1, .. })
     ));
+    // An operator's per-node ConfigMap key has no extension: JSON when it looks like JSON
+    // (with JSON's error messages), YAML otherwise.
+    let node = dir.path().join("worker-1");
+    std::fs::write(&node, r#"{"resourceList": []}"#).unwrap();
+    assert_eq!(parse_config_file(&node).unwrap(), Config::default());
+    std::fs::write(&node, "{\"resourceList\": [}").unwrap();
+    assert!(matches!(
+        parse_config_file(&node),
+        Err(ConfigError::Syntax { line: 1, .. })
+    ));
+    std::fs::write(&node, "resourceList: []\n").unwrap();
+    assert_eq!(parse_config_file(&node).unwrap(), Config::default());
     let missing = dir.path().join("missing.json");
     match parse_config_file(&missing) {
         Err(ConfigError::Read { path, .. }) => assert_eq!(path, missing),

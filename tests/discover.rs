@@ -93,7 +93,7 @@ fn sample_node_functions() {
 }
 
 #[test]
-fn broken_sample_vf_is_skipped_with_one_warning_naming_the_file() {
+fn broken_sample_vf_rdma_is_dropped_with_one_warning_naming_the_file() {
     let (_tmp, _paths, host) = materialize(&fixture::sample_node());
     assert_eq!(host.skipped.len(), 1, "{:?}", host.skipped);
     let s = &host.skipped[0];
@@ -103,10 +103,14 @@ fn broken_sample_vf_is_skipped_with_one_warning_naming_the_file() {
         "{}",
         s.file.display()
     );
-    assert!(host.function("0000:3b:02.1").is_none());
+    // Only its RDMA side is broken: the function stays, without RDMA, for pools that do not
+    // need it.
+    let f = host.function("0000:3b:02.1").unwrap();
+    assert!(f.rdma.is_none() && !f.netdevs.is_empty());
+    assert!(s.reason.contains("RDMA side ignored"), "{}", s.reason);
     // Its siblings are untouched.
-    assert!(host.function("0000:3b:02.0").is_some());
-    assert_eq!(host.functions.len(), 21);
+    assert!(host.function("0000:3b:02.0").unwrap().rdma.is_some());
+    assert_eq!(host.functions.len(), 22);
 }
 
 #[test]
@@ -208,11 +212,16 @@ fn broken_attributes_skip_only_their_function() {
             "{file}: {:?}",
             host.skipped[0]
         );
+        // A broken RDMA attribute drops the RDMA side only.
+        let rdma_only = file.starts_with("infiniband");
         assert_eq!(
             host.functions.len(),
-            2,
+            if rdma_only { 3 } else { 2 },
             "{file}: the other two functions remain"
         );
+        if rdma_only {
+            assert!(host.function("0000:3b:00.2").unwrap().rdma.is_none());
+        }
     }
 }
 

@@ -20,10 +20,12 @@ fn first_resource_in_file_order_wins() {
     assert_eq!(ids(&p, "narrow"), s(&["0000:3b:00.2"]));
     let wide = ids(&p, "intel.com/wide");
     assert!(!wide.contains(&"0000:3b:00.2".to_string()));
-    // PFs with VFs enabled are never offered; the plain PF and 14 remaining VFs are.
+    // PFs with VFs enabled are never offered; the plain PF and 15 remaining VFs are (the VF
+    // with broken RDMA attributes too: this pool does not need RDMA).
     assert!(wide.contains(&"0000:af:00.0".to_string()));
     assert!(!wide.contains(&"0000:3b:00.0".to_string()));
-    assert_eq!(wide.len(), 15);
+    assert!(wide.contains(&"0000:3b:02.1".to_string()));
+    assert_eq!(wide.len(), 16);
     assert!(matches!(
         &p.placements["0000:3b:00.0"],
         Placement::Unpooled { reason } if reason.contains("VFs enabled")
@@ -58,8 +60,8 @@ fn pf_names_and_root_devices_with_vf_ranges() {
         ids(&p, "a"),
         s(&["0000:3b:00.2", "0000:3b:00.4", "0000:3b:00.5"])
     );
-    // VF 7 of PF 1 is the broken one (skipped by discovery); VF 6 remains.
-    assert_eq!(ids(&p, "b"), s(&["0000:3b:02.0"]));
+    // VF 7 of PF 1 has broken RDMA attributes: kept, as this pool does not need RDMA.
+    assert_eq!(ids(&p, "b"), s(&["0000:3b:02.0", "0000:3b:02.1"]));
     // pfNames selects VFs of that PF; a PF itself has no PF and never matches.
     assert!(ids(&p, "c").is_empty());
 }
@@ -246,7 +248,7 @@ fn vfio_function_gets_container_and_group_nodes() {
     );
     assert_eq!(
         e.env["PCIDEVICE_INTEL_COM_VFIO_INFO"],
-        r#"{"0000:5e:01.0":{"generic":{"deviceID":"0000:5e:01.0"},"vfio":{"dev-mount":"/dev/vfio/87","mount":"/dev/vfio/vfio"}}}"#
+        r#"{"0000:5e:01.0":{"generic":{"deviceID":"0000:5e:01.0"},"vfio":{"dev-mount":"/dev/vfio/87","mount":"/dev/vfio/vfio"},"vhost":{"net-mount":"/dev/vhost-net","tun-mount":"/dev/net/tun"}}}"#
     );
     assert!(e.mounts.is_empty());
 }
@@ -302,4 +304,90 @@ fn device_info_file_for_cnis() {
         body,
         r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2","rdma-device":"mlx5_2"}}"#
     );
+    // Without isRdma the function's RDMA side is not the pod's: no rdma-device (as the SR-IOV
+    // plugin's current release).
+    let p = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"plain","selectors":{"devices":["101e"]}}]}"#,
+    );
+    let (_, body) = render::device_info(
+        p.pool("plain").unwrap(),
+        n.host.function("0000:3b:00.2").unwrap(),
+    );
+    assert_eq!(
+        body,
+        r#"{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:3b:00.2"}}"#
+    );
+}
+
+/// The SR-IOV plugin upper-cases `PCIDEVICE_<prefix>_<name>` and replaces `.` only: a dash in
+/// the prefix or name stays (pods look the variable up by that exact name).
+#[test]
+fn variable_names_keep_dashes_as_the_sriov_plugin_does() {
+    let n = sample();
+    let p = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"cx6-vf","resourcePrefix":"my-corp.com",
+            "selectors":{"devices":["101e"]}}]}"#,
+    );
+    let e = edits_for(&n, &p, "my-corp.com/cx6-vf", "0000:3b:00.2");
+    let names: Vec<&str> = e.env.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "NICPLUG_EAL_ARGS_MY-CORP_COM_CX6-VF",
+            "PCIDEVICE_MY-CORP_COM_CX6-VF",
+            "PCIDEVICE_MY-CORP_COM_CX6-VF_INFO"
+        ]
+    );
+}
+
+/// `extra` is there whenever the resource has `additionalInfo` (empty when no key applies),
+/// absent without it; values are escaped as Go's encoding/json escapes them.
+#[test]
+fn extra_record_presence_and_go_escaping() {
+    let n = sample();
+    let info = |config: &str| {
+        let p = pools_for(&n.host, config);
+        edits_for(&n, &p, "v", "0000:3b:00.2").env["PCIDEVICE_INTEL_COM_V_INFO"].clone()
+    };
+    assert_eq!(
+        info(
+            r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},
+            "additionalInfo":{"0000:3b:00.3":{"net":"b"}}}]}"#
+        ),
+        r#"{"0000:3b:00.2":{"extra":{},"generic":{"deviceID":"0000:3b:00.2"}}}"#
+    );
+    for absent in [
+        r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]}}]}"#,
+        r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},"additionalInfo":null}]}"#,
+    ] {
+        assert_eq!(
+            info(absent),
+            r#"{"0000:3b:00.2":{"generic":{"deviceID":"0000:3b:00.2"}}}"#
+        );
+    }
+    assert_eq!(
+        info(
+            r#"{"resourceList":[{"resourceName":"v","selectors":{"devices":["101e"]},
+            "additionalInfo":{"*":{"q":"<a & b>","nl":"x\ny"}}}]}"#
+        ),
+        r#"{"0000:3b:00.2":{"extra":{"nl":"x\ny","q":"\u003ca \u0026 b\u003e"},"generic":{"deviceID":"0000:3b:00.2"}}}"#
+    );
+}
+
+/// The sample's VF 0000:3b:02.1 has a garbled uverbs `dev`: an isRdma pool leaves it out (its
+/// RDMA side is unknown), a pool that does not need RDMA still offers it.
+#[test]
+fn broken_rdma_side_leaves_only_is_rdma_pools() {
+    let n = sample();
+    let p = pools_for(&n.host, VF_POOL);
+    assert!(!ids(&p, "mellanox.com/cx6dx").contains(&"0000:3b:02.1".to_string()));
+    let p = pools_for(
+        &n.host,
+        r#"{"resourceList":[{"resourceName":"plain","selectors":{"devices":["101e"]}}]}"#,
+    );
+    assert!(ids(&p, "plain").contains(&"0000:3b:02.1".to_string()));
+    let e = edits_for(&n, &p, "plain", "0000:3b:02.1");
+    assert!(e.devices.is_empty() && e.mounts.is_empty());
 }

@@ -37,7 +37,7 @@ fn sample_sfs_are_discovered_under_their_parent() {
         ["mlx5_core.sf.4", "mlx5_core.sf.5", "mlx5_core.sf.6"]
     );
     // The sample's PCI functions are untouched by the SFs.
-    assert_eq!(n.host.functions.len(), 21);
+    assert_eq!(n.host.functions.len(), 22);
     assert_eq!(n.host.skipped.len(), 1, "{:?}", n.host.skipped);
 
     let sf = n.host.aux_function("mlx5_core.sf.4").unwrap();

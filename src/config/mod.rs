@@ -144,8 +144,9 @@ pub struct ResourceConfig {
     pub resource_prefix: Option<String>,
     pub device_type: DeviceType,
     pub exclude_topology: bool,
-    /// `{"*": {k: v}, "<pci>": {k: v}}`; the specific key wins.
-    pub additional_info: BTreeMap<String, BTreeMap<String, String>>,
+    /// `{"*": {k: v}, "<pci>": {k: v}}`; the specific key wins. `None` when absent or null
+    /// (then no `extra` INFO record at all, as with the SR-IOV plugin).
+    pub additional_info: Option<BTreeMap<String, BTreeMap<String, String>>>,
     /// In file order; the first matching selector wins.
     pub selectors: Vec<Selector>,
     pub nicplug: NicplugOptions,

@@ -2,7 +2,9 @@
 //!
 //! Each function is read on its own: a missing required file, a garbled value, an unreadable
 //! file or a link that leaves the sysfs root skips that one function, recorded in
-//! [`Host::skipped`] with the file named (callers decide how loudly to say so). Optional attributes may be absent; present but garbled still skips, because handing out
+//! [`Host::skipped`] with the file named (callers decide how loudly to say so). A broken RDMA
+//! side only drops that side: the function stays, without RDMA, and the problem is recorded in
+//! [`Host::skipped`] as well. Optional attributes may be absent; present but garbled still skips, because handing out
 //! a device read from half-understood sysfs is worse than not handing it out.
 
 use super::model::*;
@@ -61,11 +63,13 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
     let chunk = names.len().div_ceil(workers).max(128);
     let read = |part: &[String]| {
         let mut reader = Reader::new(&root);
-        part.iter()
+        let results = part
+            .iter()
             .map(|name| (name.clone(), reader.function(name)))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (results, reader.partial)
     };
-    let results: Vec<_> = if names.len() <= chunk {
+    let (results, partial): (Vec<_>, Vec<_>) = if names.len() <= chunk {
         read(&names)
     } else {
         std::thread::scope(|s| {
@@ -73,12 +77,16 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
                 .chunks(chunk)
                 .map(|part| s.spawn(move || read(part)))
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+            let (mut results, mut partial) = (Vec::new(), Vec::new());
+            for h in handles {
+                let (r, p) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                results.extend(r);
+                partial.extend(p);
+            }
+            (results, partial)
         })
     };
+    skipped.extend(partial);
     let mut functions = Vec::new();
     sort_results(results, &mut functions, &mut skipped);
     Ok(finish(paths, &root, functions, skipped))
@@ -160,6 +168,7 @@ pub fn refresh(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Host, Dis
         .filter(|s| !results.contains_key(&s.address) && !super::aux::is_aux_skip(s))
         .cloned()
         .collect();
+    skipped.extend(reader.partial);
     sort_results(results, &mut functions, &mut skipped);
     functions.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(finish(paths, &root, functions, skipped))
@@ -222,6 +231,8 @@ struct Reader {
     root: PathBuf,
     /// PF address -> (VF address -> VF index), read once per PF from its `virtfnN` links.
     virtfns: HashMap<String, HashMap<String, u32>>,
+    /// Functions kept without a part that could not be read (their RDMA side).
+    partial: Vec<Skipped>,
 }
 
 impl Reader {
@@ -229,6 +240,7 @@ impl Reader {
         Reader {
             root: root.to_path_buf(),
             virtfns: HashMap::new(),
+            partial: Vec::new(),
         }
     }
 
@@ -311,9 +323,29 @@ impl Reader {
             sriov,
             physfn,
             netdevs: netdevs(&dir)?,
-            rdma: rdma(&dir, &sysfs_dir)?,
+            rdma: self.rdma_or_none(name, &dir, &sysfs_dir),
             sysfs_dir,
         }))
+    }
+
+    /// A function whose RDMA attributes are broken is still a network function: keep it
+    /// without its RDMA side (pools with `isRdma` then pass it by, pools without still take
+    /// it) and record what was unreadable.
+    fn rdma_or_none(&mut self, name: &str, dir: &Path, sysfs_dir: &Path) -> Option<RdmaDevice> {
+        match rdma(dir, sysfs_dir) {
+            Ok(r) => r,
+            Err(skip) => {
+                self.partial.push(Skipped {
+                    address: name.to_string(),
+                    file: skip.file,
+                    reason: format!(
+                        "{}; RDMA side ignored (pools with isRdma leave the function out, others still offer it)",
+                        skip.reason
+                    ),
+                });
+                None
+            }
+        }
     }
 
     fn physfn(&mut self, vf_dir: &Path, vf: &str, pf: String) -> Res<PhysFn> {

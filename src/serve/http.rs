@@ -1,5 +1,7 @@
 //! `serve --metrics-addr`: a small HTTP/1 server (hyper) answering `GET /metrics`. OpenMetrics
-//! for clients that ask for it (Prometheus does), the classic text format otherwise.
+//! for clients that ask for it (Prometheus does), the classic text format otherwise. It also
+//! answers `/healthz` (the daemon is alive) and `/readyz` (every pool registered with the
+//! running kubelet), alone on `serve --health-addr`.
 
 use super::metrics::{self, Scrape};
 use super::podresources;
@@ -13,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -33,6 +36,10 @@ pub struct MetricsSource {
     pub pod_resources_socket: PathBuf,
     pub sysfs_root: PathBuf,
     permits: Semaphore,
+    /// `false`: health endpoints only.
+    metrics: bool,
+    /// Kubelet's pod resources API was found missing once already (said once, not per scrape).
+    pod_resources_warned: AtomicBool,
 }
 
 impl MetricsSource {
@@ -48,6 +55,19 @@ impl MetricsSource {
             pod_resources_socket,
             sysfs_root,
             permits: Semaphore::new(PARALLEL_SCRAPES),
+            metrics: true,
+            pod_resources_warned: AtomicBool::new(false),
+        }
+    }
+
+    /// `/healthz` and `/readyz` only.
+    pub fn health_only(
+        views: watch::Receiver<BTreeMap<String, Arc<PoolView>>>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        MetricsSource {
+            metrics: false,
+            ..Self::new(views, stats, PathBuf::new(), PathBuf::new())
         }
     }
 
@@ -57,7 +77,12 @@ impl MetricsSource {
         let started = Instant::now();
         let holders = podresources::list(&self.pod_resources_socket, POD_RESOURCES_TIMEOUT).await;
         if let Err(e) = &holders {
-            debug!(socket = %self.pod_resources_socket.display(), "pod resources unavailable: {e}");
+            // Operators' DaemonSets do not mount the pod resources socket: say it once.
+            if !self.pod_resources_warned.swap(true, Ordering::Relaxed) {
+                warn!(socket = %self.pod_resources_socket.display(), "kubelet's pod resources API is unavailable; metrics count devices handed out by this daemon instead of labelling them with pods (said once): {e}");
+            } else {
+                debug!(socket = %self.pod_resources_socket.display(), "pod resources unavailable: {e}");
+            }
         }
         let views = self.views.borrow().clone();
         let me = self.clone();
@@ -117,19 +142,38 @@ async fn answer(req: Request<Incoming>, source: &Arc<MetricsSource>) -> Response
             .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
         r
     };
-    if req.uri().path() != "/metrics" {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "nicplug: metrics are at /metrics\n".into(),
-        );
-    }
+    let path = req.uri().path();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET /metrics\n".into(),
+            format!("GET {path}\n"),
         );
+    }
+    match path {
+        "/metrics" if source.metrics => {}
+        "/healthz" => return reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            return match source.stats.readiness() {
+                Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+                Err(problems) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    problems.iter().map(|p| format!("{p}\n")).collect(),
+                ),
+            };
+        }
+        _ => {
+            let what = match source.metrics {
+                true => "metrics are at /metrics, health at /healthz and /readyz",
+                false => "health is at /healthz and /readyz",
+            };
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("nicplug: {what}\n"),
+            );
+        }
     }
     let openmetrics = req
         .headers()

@@ -54,8 +54,11 @@ pub struct ServeOptions {
     /// pool changes, removed with the pool and on exit), and Allocate answers `cdi_devices`
     /// plus the usual `envs` instead of `devices` and `mounts`. `None`: no CDI at all.
     pub cdi_version: Option<String>,
-    /// Serve `/metrics` (Prometheus) on this address; `None`: no metrics endpoint.
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this address; `None`: no
+    /// metrics endpoint.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve `/healthz` and `/readyz` alone on this address; `None`: none.
+    pub health_addr: Option<SocketAddr>,
     /// Kubelet's pod resources socket, asked at each scrape who holds which device.
     pub pod_resources_socket: PathBuf,
 }
@@ -84,7 +87,8 @@ pub enum ServeError {
     },
 }
 
-/// Run until SIGTERM or SIGINT; then stop every endpoint and remove its socket.
+/// Run until SIGTERM, SIGINT, SIGHUP or SIGQUIT; then stop every endpoint and remove its
+/// socket.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let started = Instant::now();
     let plugin_dir = opts.paths.kubelet_dir.join("device-plugins");
@@ -102,6 +106,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 
     let stats = Arc::new(Stats::default());
     stats.config_loaded(true, false);
+    stats.set_kubelet_socket(plugin_dir.join("kubelet.sock"));
     let (views, views_rx) = tokio::sync::watch::channel(BTreeMap::new());
     // Bound before anything else starts: a taken port is an error now, not a silent task death.
     let metrics = match opts.metrics_addr {
@@ -110,12 +115,23 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 .await
                 .map_err(|source| ServeError::Metrics { addr, source })?;
             let source = http::MetricsSource::new(
-                views_rx,
+                views_rx.clone(),
                 stats.clone(),
                 opts.pod_resources_socket.clone(),
                 opts.paths.sysfs_root.clone(),
             );
-            info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics");
+            info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics, health at /healthz and /readyz");
+            Some(tokio::spawn(http::serve(listener, Arc::new(source))))
+        }
+        None => None,
+    };
+    let health = match opts.health_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Metrics { addr, source })?;
+            let source = http::MetricsSource::health_only(views_rx, stats.clone());
+            info!(addr = %listener.local_addr().unwrap_or(addr), "health at /healthz and /readyz");
             Some(tokio::spawn(http::serve(listener, Arc::new(source))))
         }
         None => None,
@@ -166,15 +182,20 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
 
     let mut term = signal(SignalKind::terminate()).map_err(io_err(&PathBuf::from("SIGTERM")))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err(&PathBuf::from("SIGINT")))?;
+    // The SR-IOV plugin also stops cleanly on SIGHUP and SIGQUIT; so does nicplug.
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err(&PathBuf::from("SIGHUP")))?;
+    let mut quit = signal(SignalKind::quit()).map_err(io_err(&PathBuf::from("SIGQUIT")))?;
     loop {
         tokio::select! {
             Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => break,
+            _ = quit.recv() => break,
         }
     }
     info!("shutting down");
-    if let Some(task) = metrics {
+    for task in [metrics, health].into_iter().flatten() {
         task.abort();
     }
     mgr.shutdown().await;
@@ -417,6 +438,11 @@ impl Manager {
             .map(|(resource, slot)| (resource.clone(), slot.view.borrow().clone()))
             .collect();
         self.views.send_replace(views);
+        self.stats.set_pools(
+            self.slots
+                .iter()
+                .map(|(resource, slot)| (resource.clone(), slot.endpoint.is_some())),
+        );
     }
 
     /// Same pools, new link states.

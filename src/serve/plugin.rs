@@ -15,6 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+/// Response metadata of `GetDevicePluginOptions` carrying the daemon's readiness: `ok` or
+/// what is not ready.
+pub const READY_HEADER: &str = "nicplug-ready";
+
 pub struct PluginService {
     pub view: watch::Receiver<Arc<PoolView>>,
     /// Where CNI device-info files go; `None` disables them.
@@ -30,10 +34,19 @@ impl DevicePlugin for PluginService {
         &self,
         _: Request<Empty>,
     ) -> Result<Response<api::DevicePluginOptions>, Status> {
-        Ok(Response::new(api::DevicePluginOptions {
+        let mut response = Response::new(api::DevicePluginOptions {
             pre_start_required: false,
             get_preferred_allocation_available: true,
-        }))
+        });
+        // For `nicplug probe`: the daemon's readiness rides along (kubelet ignores it).
+        let ready = match self.stats.readiness() {
+            Ok(()) => "ok".to_string(),
+            Err(problems) => problems.join("; "),
+        };
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(ready.as_str()) {
+            response.metadata_mut().insert(READY_HEADER, v);
+        }
+        Ok(response)
     }
 
     type ListAndWatchStream = ListStream;

@@ -7,7 +7,7 @@ use super::view::PoolView;
 use crate::api::RegisterRequest;
 use crate::api::device_plugin_server::DevicePluginServer;
 use crate::api::registration_client::RegistrationClient;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,12 +116,7 @@ impl PoolEndpoint {
     }
 }
 
-/// Identity of one kubelet life: its socket's inode and change time. A restarted kubelet makes
-/// a new socket; the inode number alone may be reused at once.
-fn kubelet_life(sock: &Path) -> Option<(u64, u64, i64, i64)> {
-    let m = std::fs::metadata(sock).ok()?;
-    Some((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
-}
+use super::stats::kubelet_life;
 
 /// Register now, and again each time `again` is notified, once per kubelet life: kubelet keeps
 /// one stream per registration, and a stale duplicate ending would mark the pool unhealthy.
@@ -155,6 +150,7 @@ async fn register_loop(
                         None
                     };
                     stats.registered(&resource);
+                    stats.registered_with(&resource, registered_with);
                     info!(%resource, %endpoint, elapsed_ms = started.elapsed().as_millis() as u64, "registered with kubelet");
                     break;
                 }

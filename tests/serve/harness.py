@@ -213,8 +213,13 @@ class Daemon:
     """One `nicplug serve` process. stdout and stderr go to files inside the node's directory."""
 
     def __init__(self, node, config=None, rescan_interval=None, log="info", netns=None,
-                 resource_prefix=None, device_info_dir=True, split_roots=False, extra=()):
+                 resource_prefix=None, device_info_dir=True, split_roots=False, extra=(),
+                 args=None, env=None):
         self.node = node
+        # `args`: the exact argument list (after the program name), as a DaemonSet gives it;
+        # `env`: NICPLUG_* settings added to the clean environment.
+        self.args = None if args is None else list(args)
+        self.env = dict(env or {})
         self.split_roots = split_roots  # --sysfs-root/--dev-root/--proc-root, not --host-root
         self.config = Path(config or node.config)
         self.rescan_interval = rescan_interval
@@ -229,6 +234,8 @@ class Daemon:
         self.stdout_path = None
 
     def argv(self):
+        if self.args is not None:
+            return [str(nicplug_bin()), *self.args]
         root = self.node.root
         if self.split_roots:
             roots = ["--sysfs-root", str(root / "sys"), "--dev-root", str(root / "dev"),
@@ -257,7 +264,7 @@ class Daemon:
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, env=clean_env(),
+                start_new_session=True, env={**clean_env(), **self.env},
             )
         self.started_at = time.monotonic()
         return self

@@ -104,11 +104,20 @@ pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let yaml = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    parse_config(&text, if yaml { Format::Yaml } else { Format::Json })
+    parse_config(&text, format_of(path, &text))
+}
+
+/// JSON for `.json`, YAML for `.yaml`/`.yml`. Any other name (operators mount the config as a
+/// ConfigMap key named after the node, without extension) is JSON when its first character
+/// is `{`, as every config an operator renders is, and YAML otherwise.
+fn format_of(path: &Path, text: &str) -> Format {
+    let ext = path.extension().and_then(|e| e.to_str());
+    match ext.map(str::to_ascii_lowercase).as_deref() {
+        Some("yaml" | "yml") => Format::Yaml,
+        Some("json") => Format::Json,
+        _ if text.trim_start().starts_with('{') => Format::Json,
+        _ => Format::Yaml,
+    }
 }
 
 /// Collects problems while building the typed config; broken parts get defaults so the walk can

@@ -36,7 +36,7 @@ impl Walk {
             resource_prefix: None,
             device_type: DeviceType::NetDevice,
             exclude_topology: false,
-            additional_info: BTreeMap::new(),
+            additional_info: None,
             selectors: Vec::new(),
             nicplug: NicplugOptions::default(),
         };
@@ -91,8 +91,9 @@ impl Walk {
         if let Some((p, v)) = fields.get("excludeTopology") {
             rc.exclude_topology = self.bool(&p, v).unwrap_or(false);
         }
+        // A null `additionalInfo` reads as absent (`get` skips nulls), as Go decodes it.
         if let Some((p, v)) = fields.get("additionalInfo") {
-            rc.additional_info = self.additional_info(&p, v);
+            rc.additional_info = Some(self.additional_info(&p, v));
         }
         rc.selectors = match fields.get("selectors") {
             None => {
