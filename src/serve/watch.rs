@@ -11,12 +11,16 @@
 use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
-use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use rtnetlink::sys::{
-    AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_KOBJECT_UEVENT,
+    AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket,
+    protocols::{NETLINK_KOBJECT_UEVENT, NETLINK_ROUTE},
 };
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
@@ -212,36 +216,106 @@ fn uevent_scope(buf: &[u8]) -> Option<Scope> {
     }
 }
 
+/// rtnetlink's multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+
 /// Live link state of the netdevs in our network namespace.
+///
+/// One rtnetlink socket of our own, read a datagram at a time: each message is reduced to an
+/// event before the next datagram is read, so thousands of netdevs cost no more memory than one.
+/// (rtnetlink's connection parses a whole dump into an unbounded queue before anyone reads it:
+/// 13.6 MB of `LinkMessage`s for 1,024 links.) Events the kernel dropped (`ENOBUFS`) mean a new
+/// dump, and a link the new dump lacks is gone.
 pub fn links(tx: Sender<Event>) {
-    let (mut conn, handle, mut messages) = match rtnetlink::new_connection() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!("rtnetlink unavailable ({e}); link state comes from sysfs only");
-            return;
-        }
+    let open = || -> std::io::Result<TokioSocket> {
+        let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+        socket.socket_mut().bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+        Ok(socket)
     };
-    const RTMGRP_LINK: u32 = 1;
-    if let Err(e) = conn
-        .socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK))
-    {
-        warn!("cannot subscribe to link events ({e}); link state comes from sysfs only");
-        return;
+    match open() {
+        Ok(socket) => {
+            tokio::spawn(LinkWatch::default().run(socket, tx));
+        }
+        Err(e) => warn!("rtnetlink unavailable ({e}); link state comes from sysfs only"),
     }
-    tokio::spawn(conn);
-    tokio::spawn(async move {
-        // Subscribe first, then dump: no change can fall between the two.
-        let mut dump = handle.link().get().execute();
-        while let Some(Ok(msg)) = dump.next().await {
-            if let Some(ev) = link_event(&msg, false)
-                && tx.send(ev).await.is_err()
-            {
-                return;
+}
+
+/// The link watcher's own state: which dump is running, and the netdevs it has reported (to
+/// tell the manager which ones a dump after lost events no longer shows).
+#[derive(Default)]
+struct LinkWatch {
+    seq: u32,
+    /// Sequence number of the dump in progress.
+    dump: Option<u32>,
+    /// Events were lost during that dump: dump again when it ends.
+    again: bool,
+    /// Names reported up or down, and those the running dump has shown.
+    known: HashSet<String>,
+    seen: HashSet<String>,
+}
+
+impl LinkWatch {
+    async fn run(mut self, socket: TokioSocket, tx: Sender<Event>) {
+        // Subscribed first, then dumped: no change can fall between the two.
+        self.request_dump(&socket).await;
+        loop {
+            let datagram = match socket.recv_from_full().await {
+                Ok((buf, _)) => buf,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    warn!("link events lost (socket buffer full); reading every link again");
+                    if self.dump.is_some() {
+                        self.again = true;
+                    } else {
+                        self.request_dump(&socket).await;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    warn!("rtnetlink read failed ({e}); link state comes from sysfs only");
+                    return;
+                }
+            };
+            for ev in self.take(&datagram) {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            if self.dump.is_none() && std::mem::take(&mut self.again) {
+                self.request_dump(&socket).await;
             }
         }
-        while let Some((msg, _)) = messages.next().await {
+    }
+
+    async fn request_dump(&mut self, socket: &TokioSocket) {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut buf = vec![0; req.buffer_len()];
+        req.serialize(&mut buf);
+        match socket.send_to(&buf, &SocketAddr::new(0, 0)).await {
+            Ok(_) => {
+                self.dump = Some(self.seq);
+                self.seen.clear();
+            }
+            Err(e) => warn!("cannot ask rtnetlink for the links ({e}); retried on lost events"),
+        }
+    }
+
+    /// The events in one datagram, in order; ends the running dump at its `NLMSG_DONE`.
+    fn take(&mut self, datagram: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut rest = datagram;
+        while let Ok(header) = NetlinkBuffer::new_checked(rest) {
+            let len = header.length() as usize;
+            let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) else {
+                debug!("rtnetlink: undecodable message skipped");
+                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+                continue;
+            };
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+            let ours = self.dump.is_some_and(|s| s == msg.header.sequence_number);
             let ev = match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
                     link_event(&m, false)
@@ -249,15 +323,47 @@ pub fn links(tx: Sender<Event>) {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
                     link_event(&m, true)
                 }
+                NetlinkPayload::Done(_) if ours => {
+                    self.dump = None;
+                    // What a complete dump no longer shows has left the namespace.
+                    let seen = std::mem::take(&mut self.seen);
+                    self.known.retain(|name| {
+                        seen.contains(name) || {
+                            events.push(Event::Link {
+                                name: name.clone(),
+                                up: None,
+                            });
+                            false
+                        }
+                    });
+                    None
+                }
+                NetlinkPayload::Error(e) if ours => {
+                    // The dump did not run: the next lost event asks again.
+                    warn!("rtnetlink refused the link dump: {e}");
+                    self.dump = None;
+                    self.seen = HashSet::new();
+                    None
+                }
                 _ => None,
             };
-            if let Some(ev) = ev
-                && tx.send(ev).await.is_err()
-            {
-                return;
+            let Some(ev) = ev else { continue };
+            if let Event::Link { name, up } = &ev {
+                if up.is_some() {
+                    if ours {
+                        self.seen.insert(name.clone());
+                    }
+                    if !self.known.contains(name) {
+                        self.known.insert(name.clone());
+                    }
+                } else {
+                    self.known.remove(name);
+                }
             }
+            events.push(ev);
         }
-    });
+        events
+    }
 }
 
 fn link_event(msg: &LinkMessage, deleted: bool) -> Option<Event> {
