@@ -143,7 +143,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     watch::config_dir(&opts.config_path, tx.clone());
     watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
     watch::uevents(tx.clone());
-    watch::links(tx.clone());
+    let links_watched = watch::links(tx.clone());
     watch::periodic(opts.rescan_interval, tx.clone());
 
     let host = host::discover(&opts.paths)?;
@@ -173,7 +173,15 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         stats,
         views,
     };
+    // The first views carry live link states, so rtnetlink's first dump changes nothing.
+    let early = match links_watched {
+        true => mgr.first_link_dump(&mut rx).await,
+        false => Vec::new(),
+    };
     mgr.rebuild().await;
+    for ev in early {
+        mgr.handle(ev, &mut rx).await;
+    }
     info!(
         pools = mgr.slots.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -227,6 +235,29 @@ struct Manager {
 }
 
 impl Manager {
+    /// Take the link states of rtnetlink's first dump (a second at most); returns the other
+    /// events that came meanwhile.
+    async fn first_link_dump(&mut self, rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+        let mut early = Vec::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(Event::Link { name, up: Some(up) }) => {
+                        self.links.insert(name, up);
+                    }
+                    Some(Event::Link { name, up: None }) => {
+                        self.links.remove(&name);
+                    }
+                    Some(Event::LinksDumped) | None => return early,
+                    Some(other) => early.push(other),
+                },
+                _ = &mut deadline => return early,
+            }
+        }
+    }
+
     async fn handle(&mut self, first: Event, rx: &mut mpsc::Receiver<Event>) {
         let mut batch = vec![first];
         if matches!(batch[0], Event::Rescan { .. }) {
@@ -248,6 +279,7 @@ impl Manager {
                         None => (why, scope),
                     })
                 }
+                Event::LinksDumped => {}
                 Event::Link { name, up } => {
                     links_changed |= match up {
                         Some(up) => self.links.insert(name, up) != Some(up),

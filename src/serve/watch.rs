@@ -36,6 +36,8 @@ pub enum Event {
     ConfigTouched,
     /// A netdev's live link state; `None` when it left our namespace.
     Link { name: String, up: Option<bool> },
+    /// rtnetlink's first dump has been reported in full (or refused).
+    LinksDumped,
 }
 
 /// Watch a set of directories with inotify, mapping each event through `f`.
@@ -225,8 +227,8 @@ const RTMGRP_LINK: u32 = 1;
 /// event before the next datagram is read, so thousands of netdevs cost no more memory than one.
 /// (rtnetlink's connection parses a whole dump into an unbounded queue before anyone reads it:
 /// 13.6 MB of `LinkMessage`s for 1,024 links.) Events the kernel dropped (`ENOBUFS`) mean a new
-/// dump, and a link the new dump lacks is gone.
-pub fn links(tx: Sender<Event>) {
+/// dump, and a link the new dump lacks is gone. False when there is no rtnetlink to watch.
+pub fn links(tx: Sender<Event>) -> bool {
     let open = || -> std::io::Result<TokioSocket> {
         let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
         socket.socket_mut().bind(&SocketAddr::new(0, RTMGRP_LINK))?;
@@ -235,8 +237,12 @@ pub fn links(tx: Sender<Event>) {
     match open() {
         Ok(socket) => {
             tokio::spawn(LinkWatch::default().run(socket, tx));
+            true
         }
-        Err(e) => warn!("rtnetlink unavailable ({e}); link state comes from sysfs only"),
+        Err(e) => {
+            warn!("rtnetlink unavailable ({e}); link state comes from sysfs only");
+            false
+        }
     }
 }
 
@@ -252,6 +258,8 @@ struct LinkWatch {
     /// Names reported up or down, and those the running dump has shown.
     known: HashSet<String>,
     seen: HashSet<String>,
+    /// The first dump has ended.
+    dumped: bool,
 }
 
 impl LinkWatch {
@@ -303,6 +311,10 @@ impl LinkWatch {
         }
     }
 
+    fn first_dump_ended(&mut self) -> Option<Event> {
+        (!std::mem::replace(&mut self.dumped, true)).then_some(Event::LinksDumped)
+    }
+
     /// The events in one datagram, in order; ends the running dump at its `NLMSG_DONE`.
     fn take(&mut self, datagram: &[u8]) -> Vec<Event> {
         let mut events = Vec::new();
@@ -336,14 +348,14 @@ impl LinkWatch {
                             false
                         }
                     });
-                    None
+                    self.first_dump_ended()
                 }
                 NetlinkPayload::Error(e) if ours => {
                     // The dump did not run: the next lost event asks again.
                     warn!("rtnetlink refused the link dump: {e}");
                     self.dump = None;
                     self.seen = HashSet::new();
-                    None
+                    self.first_dump_ended()
                 }
                 _ => None,
             };
@@ -395,6 +407,92 @@ mod tests {
             buf.extend_from_slice(f.as_bytes());
         }
         buf
+    }
+
+    /// One datagram of rtnetlink messages as the kernel sends them, answering sequence `seq`.
+    fn datagram(seq: u32, links: &[(&str, bool)], done: bool) -> Vec<u8> {
+        use rtnetlink::packet_core::DoneMessage;
+        let mut out = Vec::new();
+        let mut push = |mut msg: NetlinkMessage<RouteNetlinkMessage>| {
+            msg.header.sequence_number = seq;
+            msg.finalize();
+            let start = out.len();
+            out.resize(start + msg.buffer_len(), 0);
+            msg.serialize(&mut out[start..]);
+        };
+        for (name, up) in links {
+            let mut m = LinkMessage::default();
+            if *up {
+                m.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+            }
+            m.attributes.push(LinkAttribute::IfName(name.to_string()));
+            push(NetlinkMessage::from(RouteNetlinkMessage::NewLink(m)));
+        }
+        if done {
+            push(NetlinkMessage::new(
+                Default::default(),
+                NetlinkPayload::Done(DoneMessage::default()),
+            ));
+        }
+        out
+    }
+
+    fn names(events: &[Event]) -> Vec<(String, Option<bool>)> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Link { name, up } => (name.clone(), *up),
+                other => panic!("not a link event: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dump_after_lost_events_reports_the_links_gone_meanwhile() {
+        let mut w = LinkWatch {
+            dump: Some(1),
+            ..LinkWatch::default()
+        };
+        let first = w.take(&datagram(
+            1,
+            &[("ens1f0v0", true), ("ens1f0v1", false)],
+            false,
+        ));
+        assert_eq!(
+            names(&first),
+            [
+                ("ens1f0v0".into(), Some(true)),
+                ("ens1f0v1".into(), Some(false))
+            ]
+        );
+        let end = w.take(&datagram(1, &[], true));
+        assert!(matches!(end[..], [Event::LinksDumped]), "{end:?}");
+        assert_eq!(w.dump, None);
+        // A multicast event (sequence 0) between dumps.
+        let ev = w.take(&datagram(0, &[("ens1f0v2", true)], false));
+        assert_eq!(names(&ev), [("ens1f0v2".into(), Some(true))]);
+
+        // Events were lost; the new dump no longer shows ens1f0v1: it left the namespace.
+        w.dump = Some(2);
+        let mut again = w.take(&datagram(
+            2,
+            &[("ens1f0v0", false), ("ens1f0v2", true)],
+            true,
+        ));
+        again.sort_by_key(|e| format!("{e:?}"));
+        assert_eq!(
+            names(&again),
+            [
+                ("ens1f0v0".into(), Some(false)),
+                ("ens1f0v1".into(), None),
+                ("ens1f0v2".into(), Some(true)),
+            ]
+        );
+        assert_eq!(w.known.len(), 2);
+        // A truncated datagram yields what it holds whole, and nothing else.
+        let mut cut = datagram(0, &[("ens1f0v3", true), ("ens1f0v4", true)], false);
+        cut.truncate(cut.len() - 3);
+        assert_eq!(names(&w.take(&cut)), [("ens1f0v3".into(), Some(true))]);
     }
 
     #[test]
