@@ -8,5 +8,5 @@ mod sysfs;
 
 pub use model::*;
 pub use models::model_name;
-pub use read::{DiscoverError, Scope, discover, refresh};
+pub use read::{DiscoverError, Reread, Scope, discover, refresh, reread};
 pub use sysfs::is_bdf;

@@ -366,9 +366,10 @@ impl Manager {
             Scope::All => "full".to_string(),
             Scope::Functions(f) => format!("{} function(s)", f.len()),
         };
-        let reread = move || host::refresh(&paths, &old, &scope);
+        let reread = move || host::reread(&paths, &old, &scope);
         let host = match tokio::task::spawn_blocking(reread).await {
-            Ok(Ok(h)) => h,
+            Ok(Ok(host::Reread::Same)) => return false,
+            Ok(Ok(host::Reread::Changed(h))) => h,
             Ok(Err(e)) => {
                 error!("rescan ({why}) failed; keeping the last snapshot: {e}");
                 return false;
@@ -378,9 +379,6 @@ impl Manager {
                 return false;
             }
         };
-        if host == *self.host {
-            return false;
-        }
         log_skipped(&self.host.skipped, &host.skipped);
         info!(why, %read, functions = host.functions.len(), "host changed");
         self.host = Arc::new(host);
