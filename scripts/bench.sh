@@ -60,7 +60,7 @@ rows = [
     ("Allocate p99 (ms)", both(lambda v: f"{v:.3f}", "alloc_p99_ms")),
     ("no-op RPC p50 / p99 (ms)", both(lambda v: f"{v:.3f}", "noop_p50_ms")),
     ("Allocate / no-op (p50)", both(lambda v: f"{v:.2f}", "ratio_p50")),
-    ("link down/up -> ListAndWatch p50 (ms)", both(lambda v: f"{v:.1f}", "link_change_p50_ms")),
+    ("PF carrier lost/back -> ListAndWatch p50 (ms)", both(lambda v: f"{v:.1f}", "link_change_p50_ms")),
     ("kubelet restart -> registered p50 (ms)", both(lambda v: f"{v:.1f}", "restart_to_registered_p50_ms")),
     ("daemon CPU per 1,000 Allocates (ms)", both(lambda v: f"{v:.0f}", "cpu_ms_per_1000_allocates")),
     ("netdevs in the daemon's namespace", lambda c, s: s["netdevs"]),

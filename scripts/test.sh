@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Real third-party programs the tests use as oracles.
 debs=(ibverbs-utils ibverbs-providers util-linux iproute2 python3-venv podman crun
-      containerd runc busybox-static dpdk-dev prometheus)
+      containerd runc busybox-static dpdk-dev prometheus buildah)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +36,12 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider te
 
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -q tests/serve
+
+# The container image (scripts/image.sh): from scratch, offline, the release binary plus the
+# shared objects it loads; run with podman (--version, discover on the sample node); its size
+# printed. tests/e2e/test_daemonset.py runs it as the DaemonSets do.
+cargo build --release --locked
+./scripts/image.sh
 
 # In a real container (tests/e2e/): a real containerd 1.6 (CRI plugin, runc) on a temp socket
 # with images built from busybox-static, the real `nicplug serve` registered by the grpcio

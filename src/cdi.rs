@@ -227,13 +227,13 @@ pub fn env_id(id: &str) -> String {
 }
 
 /// The variables one CDI device carries (see the module docs for why only these).
-pub fn device_env(pool: &Pool, id: &str) -> Vec<String> {
+pub fn device_env(pool: &Pool, host: &Host, id: &str) -> Vec<String> {
     let suffix = env_id(id);
     // Named like PCIDEVICE_* (upper case, `.` as `_`), so a pod finds all three alike.
     let base = crate::info::env_name("NICPLUG_DEVICE", &pool.prefix, &pool.resource_name);
     let mut env = vec![format!("{base}_{suffix}={id}")];
     if pool.config.nicplug.eal_args {
-        let args = edits::eal_args(pool, std::slice::from_ref(&id.to_string()));
+        let args = edits::eal_args(pool, host, std::slice::from_ref(&id.to_string()));
         env.push(format!("{}_{suffix}={args}", edits::eal_env_name(pool)));
     }
     env
@@ -296,7 +296,7 @@ pub fn spec(
         match described {
             Ok((name, e)) => {
                 let mut container_edits = container_edits(&e);
-                container_edits.env = device_env(pool, &d.id);
+                container_edits.env = device_env(pool, host, &d.id);
                 devices.push(Device {
                     name,
                     container_edits,

@@ -4,8 +4,9 @@
 //! stand-in served here; the stand-in then does what kubelet does for one DPDK pod:
 //! ListAndWatch, GetPreferredAllocation, Allocate. `nicplug doctor`'s checks then run on a
 //! simulated view of that pod (what the container would see of `/sys`, `/dev` and `/proc`),
-//! and once more without its uverbs node. Finally a VF goes down and the update kubelet
-//! receives is shown.
+//! and once more without its uverbs node. Finally a PF loses its carrier and the update kubelet
+//! receives is shown: exactly that PF's VFs turn Unhealthy (a VF's own link being down, as
+//! every free VF's is on a real node, never does).
 
 use crate::api::device_plugin_client::DevicePluginClient;
 use crate::api::registration_server::{Registration, RegistrationServer};
@@ -223,22 +224,30 @@ pub async fn run(exe: &Path, color: bool) -> Result<String, DemoError> {
     write_response(&mut out, &st, &car, &host, &id);
     write_verdict(&mut out, &st, root, &car, &host, &id)?;
 
-    // A VF goes down: its netdev and RDMA port, as the kernel would show them.
-    let Some(victim) = healthy.iter().find(|v| **v != id).cloned() else {
+    // The PF of the allocated VF loses its carrier: its netdev and RDMA port, as the kernel
+    // shows them. `carrier` first: it alone decides, so a rescan between the writes sees the
+    // whole change or none of it.
+    let Some(pf) = host
+        .function(&id)
+        .and_then(|f| f.physfn.as_ref())
+        .and_then(|p| host.function(&p.address))
+    else {
         return Ok(out);
     };
-    let f = host
-        .function(&victim)
-        .ok_or_else(|| DemoError::Stuck(format!("{victim} vanished")))?;
-    let dir = paths.sysfs_root.join(&f.sysfs_dir);
-    if let Some(n) = f.netdevs.first() {
-        std::fs::write(dir.join("net").join(&n.name).join("operstate"), "down\n")?;
+    let pf_netdev = pf.netdevs.first().map_or("-", |n| n.name.as_str());
+    if let Some(n) = pf.netdevs.first() {
+        let dir = paths
+            .sysfs_root
+            .join(&pf.sysfs_dir)
+            .join("net")
+            .join(&n.name);
+        std::fs::write(dir.join("carrier"), "0\n")?;
+        std::fs::write(dir.join("operstate"), "down\n")?;
     }
-    if let Some(p) = f.rdma.as_ref().and_then(|r| r.ports.first()) {
-        std::fs::write(
-            paths.sysfs_root.join(&p.sysfs_dir).join("state"),
-            "1: DOWN\n",
-        )?;
+    for p in pf.rdma.iter().flat_map(|r| &r.ports) {
+        let dir = paths.sysfs_root.join(&p.sysfs_dir);
+        std::fs::write(dir.join("state"), "1: DOWN\n")?;
+        std::fs::write(dir.join("phys_state"), "3: Disabled\n")?;
     }
     let t = Instant::now();
     let update = tokio::time::timeout(Duration::from_secs(5), stream.message())
@@ -253,12 +262,16 @@ pub async fn run(exe: &Path, color: bool) -> Result<String, DemoError> {
         .collect();
     let _ = writeln!(
         out,
-        "\n{}\n   ListAndWatch after {} ms: {} devices; unhealthy: {}\n   {}",
-        st.head(&format!("5. VF {victim} goes down (netdev and RDMA port); kubelet receives")),
+        "\n{}\n   ListAndWatch after {} ms: {} devices; unhealthy: {}\n   {}\n   {}",
+        st.head(&format!(
+            "5. PF {} ({pf_netdev}) loses its carrier; kubelet receives",
+            pf.address
+        )),
         t.elapsed().as_millis(),
         update.devices.len(),
         unhealthy.join(", "),
-        st.dim("(here sysfs files changed, seen by the 1 s safety-net rescan; on a node, rtnetlink reports link changes at once)")
+        st.dim("exactly that PF's VFs; a VF's own link being down (every free VF's is) never counts"),
+        st.dim("(here sysfs files changed, seen by the 1 s safety-net rescan; on a node, rtnetlink reports carrier changes at once)")
     );
     let _ = writeln!(
         out,

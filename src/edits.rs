@@ -1,8 +1,10 @@
 //! Container edits: the single truth of what a container gets for a set of device IDs of a pool.
 //! Every output (kubelet's AllocateResponse, CDI, the CLI preview) is a rendering of this.
 
-use crate::config::{DeviceType, RdmaCharDev};
-use crate::host::{CharDev, Device, Host, PciFunction, RdmaNetnsMode, is_bdf, is_sf_name};
+use crate::config::{DeviceType, RdmaCharDev, Selector};
+use crate::host::{
+    CharDev, Device, Host, PciFunction, RdmaNetnsMode, VdpaDevice, is_bdf, is_sf_name,
+};
 use crate::info;
 use crate::paths::HostPaths;
 use crate::pools::Pool;
@@ -100,10 +102,11 @@ pub fn container_edits(
         let mut entry = info::Entry::new();
         info::put(&mut entry, info::generic(id));
 
-        if let Device::Pci(f) = dev
-            && f.driver.as_deref() == Some("vfio-pci")
-        {
-            vfio(&mut edits, &mut entry, f, paths);
+        if let Device::Pci(f) = dev {
+            class_nodes(&mut edits, f, selector, paths);
+            for record in class_records(f, selector) {
+                info::put(&mut entry, record);
+            }
         }
         let rdma_nodes = rdma_nodes_for(pool, selector.is_rdma);
         if !rdma_nodes.is_empty() {
@@ -133,19 +136,25 @@ pub fn container_edits(
     edits.env.insert(format!("{key}_INFO"), info::encode(&info));
     edits.env.insert(key, ids.join(","));
     if pool.config.nicplug.eal_args {
-        edits.env.insert(eal_env_name(pool), eal_args(pool, ids));
+        edits
+            .env
+            .insert(eal_env_name(pool), eal_args(pool, host, ids));
     }
     Ok(edits)
 }
 
 /// DPDK EAL arguments for the allocated functions: an allow-list plus `--iova-mode=va`, which
-/// unprivileged mlx5 needs (no physical addresses without CAP_SYS_ADMIN).
-pub fn eal_args(pool: &Pool, ids: &[String]) -> String {
+/// unprivileged mlx5 needs (no physical addresses without CAP_SYS_ADMIN). Left out when a
+/// function needs physical addresses (UIO, vfio without an IOMMU): EAL refuses to probe such a
+/// device in VA mode, and a pod using one is privileged anyway.
+pub fn eal_args(pool: &Pool, host: &Host, ids: &[String]) -> String {
     let mut args: Vec<String> = ids.iter().map(|id| format!("-a {id}")).collect();
     if pool.config.device_type == DeviceType::AuxNetDevice {
         args = ids.iter().map(|id| format!("-a auxiliary:{id}")).collect();
     }
-    args.push("--iova-mode=va".into());
+    if !ids.iter().any(|id| needs_physical_addresses(host, id)) {
+        args.push("--iova-mode=va".into());
+    }
     args.join(" ")
 }
 
@@ -154,6 +163,13 @@ pub fn eal_args(pool: &Pool, ids: &[String]) -> String {
 pub fn gives_rdma(pool: &Pool, id: &str) -> bool {
     pool.device(id)
         .is_some_and(|d| !rdma_nodes_for(pool, pool.selector_of(d).is_rdma).is_empty())
+}
+
+/// A function DPDK can only drive with physical addresses: bound to a UIO driver, or to
+/// vfio-pci in no-IOMMU mode.
+fn needs_physical_addresses(host: &Host, id: &str) -> bool {
+    host.function(id)
+        .is_some_and(|f| f.uio.is_some() || (f.noiommu && f.driver.as_deref() == Some("vfio-pci")))
 }
 
 /// Which RDMA char devices this pool hands out for a device matched by a selector.
@@ -166,13 +182,63 @@ fn rdma_nodes_for(pool: &Pool, is_rdma: bool) -> Vec<RdmaCharDev> {
     }
 }
 
-fn vfio(edits: &mut ContainerEdits, entry: &mut info::Entry, f: &PciFunction, paths: &HostPaths) {
-    add_node(edits, "/dev/vfio/vfio", paths, None);
-    let group = f.iommu_group.map(|g| format!("/dev/vfio/{g}"));
-    if let Some(p) = &group {
-        add_node(edits, p, paths, None);
+const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
+
+/// The vfio group node: (path in the container, path on the host). A no-IOMMU group's node is
+/// `/dev/vfio/noiommu-N` on the host and `/dev/vfio/N` in the container, where DPDK and QEMU
+/// look for a group.
+fn vfio_group_node(f: &PciFunction) -> Option<(String, String)> {
+    let group = f.iommu_group?;
+    let container = format!("/dev/vfio/{group}");
+    let host = match f.noiommu {
+        true => format!("/dev/vfio/noiommu-{group}"),
+        false => container.clone(),
+    };
+    Some((container, host))
+}
+
+/// The vDPA device a selector with `vdpaType` hands out with `f`.
+fn vdpa_of<'a>(f: &'a PciFunction, selector: &Selector) -> Option<&'a VdpaDevice> {
+    selector.vdpa_type.and(f.vdpa.as_ref())
+}
+
+/// Device nodes of the function's class: vfio (container and group), UIO, vhost-vdpa.
+fn class_nodes(
+    edits: &mut ContainerEdits,
+    f: &PciFunction,
+    selector: &Selector,
+    paths: &HostPaths,
+) {
+    if f.driver.as_deref() == Some("vfio-pci") {
+        add_node(edits, VFIO_CONTAINER, paths, None);
+        if let Some((container, host)) = vfio_group_node(f) {
+            add_node_at(edits, &container, &host, paths, None);
+        }
     }
-    info::put(entry, info::vfio(group.as_deref()));
+    if let Some(u) = &f.uio {
+        add_node(edits, &u.path, paths, Some((u.major, u.minor)));
+    }
+    if let Some(n) = vdpa_of(f, selector).and_then(|v| v.node.as_ref()) {
+        add_node(edits, &n.path, paths, Some((n.major, n.minor)));
+    }
+}
+
+/// The `vfio`, `uio` and `vdpa` records of `PCIDEVICE_<..>_INFO` for each class `f` belongs to
+/// with this selector.
+fn class_records(f: &PciFunction, selector: &Selector) -> Vec<(&'static str, info::Record)> {
+    let mut out = Vec::new();
+    if f.driver.as_deref() == Some("vfio-pci") {
+        let group = vfio_group_node(f).map(|(container, _)| container);
+        out.push(info::vfio(group.as_deref()));
+    }
+    if let Some(u) = &f.uio {
+        out.push(info::uio(Some(&u.path)));
+    }
+    if let Some(v) = vdpa_of(f, selector) {
+        // virtio-vdpa has no node: the plugin writes an empty record.
+        out.push(info::vdpa(v.node.as_ref().map(|n| n.path.as_str())));
+    }
+    out
 }
 
 fn rdma<'a>(
@@ -271,12 +337,23 @@ fn add_node(
     paths: &HostPaths,
     num: Option<(u32, u32)>,
 ) {
+    add_node_at(edits, canonical, canonical, paths, num);
+}
+
+/// A node whose host path (`/dev/...` under the dev root) differs from its container path.
+fn add_node_at(
+    edits: &mut ContainerEdits,
+    canonical: &str,
+    host: &str,
+    paths: &HostPaths,
+    num: Option<(u32, u32)>,
+) {
     if edits.devices.iter().any(|d| d.container_path == canonical) {
         return;
     }
     edits.devices.push(DeviceNode {
         container_path: canonical.to_string(),
-        host_path: paths.dev_host_path(canonical),
+        host_path: paths.dev_host_path(host),
         permissions: "rw".to_string(),
         major: num.map(|n| n.0),
         minor: num.map(|n| n.1),

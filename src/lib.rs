@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod edits;
 pub mod files;
 pub mod fixture;
+pub mod health;
 pub mod host;
 pub mod info;
 pub mod legacy;

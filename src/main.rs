@@ -385,10 +385,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 device_info: !no_device_info,
             };
             tune_malloc();
-            tokio::runtime::Builder::new_current_thread()
+            // Two workers: a pool answering a big call never holds up the others' sockets.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
-                .build()?
-                .block_on(serve::run(opts))?;
+                .build()?;
+            let result = runtime.block_on(serve::run(opts));
+            // Sockets are gone by now: file writes still queued may not hold up the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result?;
         }
         Command::Cdi {
             output_dir,

@@ -5,8 +5,8 @@
 //! `needVhostNet`). Two discovery quirks of that plugin are kept: a netdev carrying the IPv4
 //! default route is never offered, and a PF with VFs enabled is never offered (its VFs are).
 
-use crate::config::{Config, DeviceType, PfSelector, ResourceConfig, Selector};
-use crate::host::{AuxFunction, FunctionClass, Host, PciFunction};
+use crate::config::{Config, DeviceType, PfSelector, ResourceConfig, Selector, VdpaType};
+use crate::host::{AuxFunction, FunctionClass, Host, PciFunction, VdpaKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -102,7 +102,8 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
                     reason: "no resource configured".into(),
                 },
                 None => Placement::Unpooled {
-                    reason: "no resource selects it".into(),
+                    reason: vdpa_miss(host, f, config)
+                        .unwrap_or_else(|| "no resource selects it".into()),
                 },
             },
         };
@@ -310,11 +311,56 @@ pub fn selects(host: &Host, s: &Selector, f: &PciFunction) -> bool {
         && (s.link_types.is_empty()
             || link.is_some_and(|l| s.link_types.iter().any(|x| x.eq_ignore_ascii_case(&l))))
         && (s.p_keys.is_empty() || pkey_matches(&s.p_keys, f))
-        // nicplug reads no Intel DDP profiles and discovers no vDPA devices: such selectors
-        // select nothing rather than everything.
+        // nicplug reads no Intel DDP profiles; `config check` refuses the selector, so this
+        // only keeps a hand-built config from selecting everything.
         && s.ddp_profiles.is_empty()
-        && s.vdpa_type.is_none()
+        && s.vdpa_type.is_none_or(|t| vdpa_matches(t, f))
         && (!s.is_rdma || f.rdma.is_some())
+}
+
+/// Why a function is in no pool when only `vdpaType` kept a selector from taking it: a
+/// `vdpaType` pool that stays empty says so in `discover` instead of silently.
+fn vdpa_miss(host: &Host, f: &PciFunction, config: &Config) -> Option<String> {
+    config.resources.iter().find_map(|r| {
+        if !type_accepts(r.device_type, f) {
+            return None;
+        }
+        r.selectors.iter().find_map(|s| {
+            let t = s.vdpa_type?;
+            let without = Selector {
+                vdpa_type: None,
+                ..s.clone()
+            };
+            if !selects(host, &without, f) {
+                return None;
+            }
+            let want = match t {
+                VdpaType::Vhost => "vhost (vhost_vdpa)",
+                VdpaType::Virtio => "virtio (virtio_vdpa)",
+            };
+            let have = match &f.vdpa {
+                None => "it has none".to_string(),
+                Some(v) => format!(
+                    "its {} is bound to {}",
+                    v.name,
+                    v.driver.as_deref().unwrap_or("no driver")
+                ),
+            };
+            Some(format!(
+                "{} wants a vDPA device of type {want}; {have}",
+                r.resource_name
+            ))
+        })
+    })
+}
+
+/// `vdpaType`: the function carries a vDPA device bound to that type's bus driver.
+fn vdpa_matches(t: VdpaType, f: &PciFunction) -> bool {
+    let want = match t {
+        VdpaType::Vhost => VdpaKind::Vhost,
+        VdpaType::Virtio => VdpaKind::Virtio,
+    };
+    f.vdpa.as_ref().and_then(|v| v.kind) == Some(want)
 }
 
 fn pkey_matches(wanted: &[String], f: &PciFunction) -> bool {

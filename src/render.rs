@@ -3,7 +3,7 @@
 
 use crate::api;
 use crate::edits::ContainerEdits;
-use crate::host::PciFunction;
+use crate::host::{PciFunction, VdpaKind};
 use crate::pools::Pool;
 use serde::Serialize;
 
@@ -39,7 +39,23 @@ struct DeviceInfo<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     version: &'a str,
-    pci: PciInfo<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pci: Option<PciInfo<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vdpa: Option<VdpaInfo<'a>>,
+}
+
+/// The `vdpa` record of the device-info spec: the vDPA device, its type and node.
+#[derive(Serialize)]
+struct VdpaInfo<'a> {
+    #[serde(rename = "parent-device")]
+    parent_device: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(rename = "pci-address")]
+    pci_address: &'a str,
 }
 
 #[derive(Serialize)]
@@ -61,17 +77,32 @@ pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
         "{}-{}-{}-device.json",
         pool.prefix, pool.resource_name, f.address
     );
+    // A function of a `vdpaType` pool is described by its vDPA device, as the SR-IOV plugin does.
+    let vdpa = pool
+        .device(&f.address)
+        .filter(|d| pool.selector_of(d).vdpa_type.is_some())
+        .and(f.vdpa.as_ref())
+        .map(|v| VdpaInfo {
+            parent_device: &v.name,
+            driver: v.kind.map(|k| match k {
+                VdpaKind::Vhost => "vhost",
+                VdpaKind::Virtio => "virtio",
+            }),
+            path: v.node.as_ref().map(|n| n.path.as_str()),
+            pci_address: &f.address,
+        });
     let info = DeviceInfo {
-        kind: "pci",
+        kind: if vdpa.is_some() { "vdpa" } else { "pci" },
         version: "1.1.0",
-        pci: PciInfo {
+        pci: vdpa.is_none().then(|| PciInfo {
             pci_address: &f.address,
             rdma_device: f
                 .rdma
                 .as_ref()
                 .filter(|_| crate::edits::gives_rdma(pool, &f.address))
                 .and_then(|r| r.ibdev.as_deref()),
-        },
+        }),
+        vdpa,
     };
     (
         name,

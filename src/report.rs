@@ -1,6 +1,7 @@
 //! `nicplug discover` output: a table for people and a stable JSON document for scripts.
 
-use crate::host::{AuxFunction, Device, Host, PciFunction};
+use crate::health::{self, LinkStates, Verdict};
+use crate::host::{AuxFunction, Device, Host, PciFunction, VdpaKind};
 use crate::pools::{Placement, Pools, aux_link_type, link_type};
 use serde::Serialize;
 use std::fmt::Write;
@@ -23,6 +24,8 @@ pub struct FunctionReport<'a> {
     pub function: &'a PciFunction,
     pub link_type: Option<String>,
     pub placement: Option<&'a Placement>,
+    /// What `serve` would advertise from this snapshot (see [`verdict`]).
+    pub health: Verdict,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +34,7 @@ pub struct AuxFunctionReport<'a> {
     pub function: &'a AuxFunction,
     pub link_type: Option<String>,
     pub placement: Option<&'a Placement>,
+    pub health: Verdict,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +54,7 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
                 function: f,
                 link_type: link_type(f),
                 placement: pools.placements.get(&f.address),
+                health: verdict(host, pools, Device::Pci(f)),
             })
             .collect(),
         aux_functions: host
@@ -59,6 +64,7 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
                 function: a,
                 link_type: aux_link_type(a),
                 placement: pools.placements.get(&a.name),
+                health: verdict(host, pools, Device::Aux(a)),
             })
             .collect(),
         pools: pools
@@ -73,24 +79,62 @@ pub fn discover_report<'a>(host: &'a Host, pools: &'a Pools) -> DiscoverReport<'
     }
 }
 
-/// Role of a function: `PF`, `PF (8/8 VFs)` or `VF 3 of 0000:3b:00.0`.
+/// Role of a function: `PF`, `PF (8/8 VFs)` or `VF 3 of 0000:3b:00.0`, plus the number of
+/// switchdev representors under a PF.
 fn role(f: &PciFunction) -> String {
-    match (&f.physfn, &f.sriov) {
+    let role = match (&f.physfn, &f.sriov) {
         (Some(p), _) => format!("VF{} of {}", p.vf_index, p.address),
         (None, Some(s)) => format!("PF {}/{} VFs", s.num_vfs, s.total_vfs),
         (None, None) => "PF".into(),
+    };
+    match f.representors.len() {
+        0 => role,
+        n => format!("{role}, switchdev ({n} representors)"),
     }
 }
 
-/// Link state: the netdev's operstate, else the first RDMA port's state.
-fn link_state(d: Device<'_>) -> String {
-    if let Some(n) = d.netdevs().first() {
-        return n.operstate.clone();
+/// The bound driver and, for the classes that have one, the node a container gets: the vfio
+/// group (`noiommu-N` in no-IOMMU mode), `/dev/uioN`, or the vDPA device with its type.
+fn driver_cell(d: Device<'_>) -> String {
+    let driver = d.driver().unwrap_or("(none)").to_string();
+    let Device::Pci(f) = d else {
+        return driver;
+    };
+    let mut extra = Vec::new();
+    if let (Some("vfio-pci"), Some(g)) = (f.driver.as_deref(), f.iommu_group) {
+        extra.push(match f.noiommu {
+            true => format!("/dev/vfio/noiommu-{g}"),
+            false => format!("/dev/vfio/{g}"),
+        });
     }
-    d.rdma()
-        .and_then(|r| r.ports.first())
-        .map(|p| p.state.to_ascii_lowercase())
-        .unwrap_or_else(|| "-".into())
+    if let Some(u) = &f.uio {
+        extra.push(u.path.clone());
+    }
+    if let Some(v) = &f.vdpa {
+        let kind = match v.kind {
+            Some(VdpaKind::Vhost) => "vhost",
+            Some(VdpaKind::Virtio) => "virtio",
+            None => v.driver.as_deref().unwrap_or("unbound"),
+        };
+        extra.push(format!("vdpa {}:{kind}", v.name));
+        if let Some(n) = &v.node {
+            extra.push(n.path.clone());
+        }
+    }
+    match extra.is_empty() {
+        true => driver,
+        false => format!("{driver} {}", extra.join(" ")),
+    }
+}
+
+/// A device's health as `serve` judges it from this snapshot alone (no live rtnetlink state):
+/// under its pool's rule, the default rule when it is in no pool.
+pub fn verdict(host: &Host, pools: &Pools, d: Device<'_>) -> Verdict {
+    let rule = match pools.placements.get(d.id()) {
+        Some(Placement::Pool { resource }) => pools.pool(resource).map(|p| p.config.nicplug.health),
+        _ => None,
+    };
+    health::verdict(d, host, &LinkStates::new(), rule.unwrap_or_default())
 }
 
 /// The people's table of `nicplug discover`.
@@ -123,7 +167,7 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
         rows.push(vec![
             d.id().to_string(),
             model,
-            d.driver().unwrap_or("(none)").to_string(),
+            driver_cell(d),
             role,
             d.netdevs()
                 .iter()
@@ -136,7 +180,7 @@ pub fn discover_table(host: &Host, pools: &Pools) -> String {
                 .map(|u| format!("{} {}:{}", u.name, u.major, u.minor))
                 .unwrap_or_else(|| "-".into()),
             d.numa_node().map_or("-".into(), |n| n.to_string()),
-            link_state(d),
+            verdict(host, pools, d).to_string(),
             placement,
         ]);
     }

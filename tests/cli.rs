@@ -468,6 +468,19 @@ fn allocate_previews_health_and_cdi_like_the_daemon() {
         "--resource",
         "cx6dx_vf",
     ];
+    // CDI: names the device in the spec, keeps the envs, passes no devices or mounts.
+    let mut args = base.to_vec();
+    args.extend(["--cdi", "0000:3b:00.2"]);
+    let out = nicplug(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["cdi_devices"][0]["name"],
+        "nvidia.com/cx6dx_vf=0000:3b:00.2"
+    );
+    assert!(r["devices"].as_array().unwrap().is_empty());
+    assert!(r["mounts"].as_array().unwrap().is_empty());
+    assert_eq!(r["envs"]["PCIDEVICE_NVIDIA_COM_CX6DX_VF"], "0000:3b:00.2");
     // PF 0000:3b:00.0 loses its link (and its VF 0000:3b:00.3 its own): the VF is unhealthy
     // under any health policy, the daemon refuses it, so does the preview.
     let pf = tmp
@@ -488,19 +501,6 @@ fn allocate_previews_health_and_cdi_like_the_daemon() {
     let out = nicplug(&args);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unhealthy"), "{}", stderr(&out));
-    // CDI: names the device in the spec, keeps the envs, passes no devices or mounts.
-    let mut args = base.to_vec();
-    args.extend(["--cdi", "0000:3b:00.2"]);
-    let out = nicplug(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        r["cdi_devices"][0]["name"],
-        "nvidia.com/cx6dx_vf=0000:3b:00.2"
-    );
-    assert!(r["devices"].as_array().unwrap().is_empty());
-    assert!(r["mounts"].as_array().unwrap().is_empty());
-    assert_eq!(r["envs"]["PCIDEVICE_NVIDIA_COM_CX6DX_VF"], "0000:3b:00.2");
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use nicplug::config::range::{MAX_VF_INDEX, VfRangeError};
 use nicplug::config::{
-    Config, ConfigError, DeviceType, Format, NicplugOptions, PfSelector, Problem, RdmaCharDev,
-    ResourceConfig, Selector, VdpaType, VfRange, parse_config, parse_config_file,
+    Config, ConfigError, DeviceType, Format, HealthRule, NicplugOptions, PfSelector, Problem,
+    RdmaCharDev, ResourceConfig, Selector, VdpaType, VfRange, parse_config, parse_config_file,
 };
 use proptest::prelude::*;
 
@@ -87,6 +87,7 @@ fn expected_full() -> Config {
             counters_mount: false,
             rdma_devices: Some(vec![RdmaCharDev::Uverbs, RdmaCharDev::RdmaCm]),
             eal_args: false,
+            health: HealthRule::Strict,
         },
         ..resource(
             "cx6dx_dpdk",
@@ -105,7 +106,6 @@ fn expected_full() -> Config {
                 Selector {
                     pci_addresses: strings(&["0000:5e:00.2", "0000:5e:00.3"]),
                     acpi_indexes: strings(&["101"]),
-                    ddp_profiles: strings(&["GTPv1-C/U IPv4/IPv6 payload"]),
                     ..Selector::default()
                 },
             ],
@@ -421,6 +421,23 @@ fn is_rdma_and_vdpa_type_exclude_each_other() {
 }
 
 #[test]
+fn ddp_profiles_are_refused_with_the_reason_and_a_fix() {
+    // nicplug reads no DDP profile: accepting the selector would make a pool that silently
+    // selects nothing.
+    let p = problem_at(
+        &with_selector(
+            "netDevice",
+            r#"{"vendors": ["8086"], "ddpProfiles": ["GTPv1-C/U IPv4/IPv6 payload"]}"#,
+        ),
+        "resourceList[0].selectors[0].ddpProfiles",
+    );
+    assert!(p.rule.contains("does not read Intel DDP profiles"), "{p}");
+    assert!(p.fix.contains("pfNames"), "{p}");
+    // An empty list narrows nothing and stays valid, as for every other selector.
+    json(&with_selector("netDevice", r#"{"ddpProfiles": []}"#));
+}
+
+#[test]
 fn aux_types_belong_to_aux_net_device() {
     let p = problem_at(
         &with_selector("netDevice", r#"{"auxTypes": ["sf"]}"#),
@@ -547,6 +564,32 @@ fn nicplug_options_are_checked_strictly() {
         ]
     );
     problem_at(&config("[]"), "resourceList[0].nicplug");
+
+    // The health rule: two words, the typo named with its fix.
+    assert_eq!(
+        json(&config(r#"{"health": "strict"}"#)).resources[0]
+            .nicplug
+            .health,
+        HealthRule::Strict
+    );
+    let p = problem_at(
+        &config(r#"{"health": "stritc"}"#),
+        "resourceList[0].nicplug.health",
+    );
+    assert_eq!(p.rule, r#""stritc" is not one of uplink, strict"#, "{p}");
+    assert_eq!(p.fix, r#"use "strict""#, "{p}");
+    let p = problem_at(
+        &config(r#"{"health": "always"}"#),
+        "resourceList[0].nicplug.health",
+    );
+    assert!(
+        p.fix.contains(r#""uplink""#) && p.fix.contains(r#""strict""#),
+        "{p}"
+    );
+    problem_at(
+        &config(r#"{"health": true}"#),
+        "resourceList[0].nicplug.health",
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The README's main command, run as a new user would: it must show the node, the registered
 //! pools, what a DPDK pod gets, the doctor's verdict for that pod's view (and for the same pod
-//! without its uverbs node) and the health update kubelet receives.
+//! without its uverbs node) and the health update kubelet receives when a PF loses its carrier:
+//! exactly that PF's VFs, the one whose own link is down included, turn Unhealthy.
 
 use std::process::Command;
 
@@ -22,12 +23,15 @@ fn demo_runs_the_whole_path() {
     );
     for want in [
         "0000:3b:00.2    ConnectX VF",
-        "nvidia.com/cx6dx_vf      15 devices, 14 healthy",
+        "nvidia.com/cx6dx_vf      15 devices, 15 healthy",
+        "healthy (own link down: ignored)",
         "GetPreferredAllocation picks 0000:3b:00.2",
         "device  /dev/infiniband/uverbs2          231:194  rw",
         "mount   /sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2/ports/1 (read-only)",
         "env     NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF=-a 0000:3b:00.2 --iova-mode=va",
-        "unhealthy: 0000:3b:00.3, 0000:3b:00.7",
+        "5. PF 0000:3b:00.0 (ens1f0) loses its carrier; kubelet receives",
+        "15 devices; unhealthy: 0000:3b:00.2, 0000:3b:00.3, 0000:3b:00.4, 0000:3b:00.5, \
+         0000:3b:00.6, 0000:3b:00.7, 0000:3b:01.0, 0000:3b:01.1\n",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

@@ -1,5 +1,6 @@
-//! Discovery on real files: the bundled sample node, the ConnectX-3 capture from shared/, a
-//! 1,024-function host, and trees broken in every way a hostile or half-written sysfs can be.
+//! Discovery on real files: the bundled sample node, the ConnectX-3 capture in
+//! fixtures/captured/, a 1,024-function host, and trees broken in every way a hostile or
+//! half-written sysfs can be.
 
 use nicplug::HostPaths;
 use nicplug::fixture::{self, HostSpec};
@@ -116,9 +117,9 @@ fn broken_sample_vf_rdma_is_dropped_with_one_warning_naming_the_file() {
 #[test]
 fn connectx3_capture_is_an_rdma_function_with_uverbs0_at_231_192() {
     let tmp = tempfile::tempdir().unwrap();
-    let shared =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hwloc-32em64t-mlx4/sys");
-    let paths = fixture::load_capture(&shared, tmp.path()).unwrap();
+    let capture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/captured/hwloc-32em64t-mlx4/sys");
+    let paths = fixture::load_capture(&capture, tmp.path()).unwrap();
     let host = host::discover(&paths).unwrap();
     assert!(host.skipped.is_empty(), "{:?}", host.skipped);
     assert_eq!(host.functions.len(), 1);

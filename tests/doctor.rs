@@ -15,6 +15,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "common/prereq.rs"]
+mod prereq;
+
 const VF: &str = "0000:3b:00.2";
 const VF_NETDEV: &str = "ens1f0v0";
 const VF_PORT: &str = "devices/pci0000:3a/0000:3a:00.0/0000:3b:00.2/infiniband/mlx5_2/ports/1";
@@ -283,8 +286,8 @@ fn missing_uverbs_node_fails_check_2() {
 
 #[test]
 fn uverbs_node_with_wrong_number_fails_check_2() {
-    if !nodes_are_real() {
-        eprintln!("skipped: cannot mknod here");
+    let why = (!nodes_are_real()).then(|| "cannot mknod here (needs root)".into());
+    if !prereq::runnable("uverbs node with a wrong number", why) {
         return;
     }
     let pod = Pod::vf();
@@ -672,15 +675,15 @@ fn binary_json_output_and_exit_code() {
 /// fails. Root and `unshare` only.
 #[test]
 fn host_sysfs_on_a_real_private_mount_namespace() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+    let what = "host-sysfs check in a private mount namespace";
+    if !prereq::runnable(what, prereq::missing(true, &["unshare"])) {
         return;
     }
     let probe = Command::new("unshare")
         .args(["-m", "-n", "--propagation", "private", "true"])
         .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: unshare -m -n not permitted here");
+    let why = (!probe.is_ok_and(|s| s.success())).then(|| "unshare -m -n not permitted".into());
+    if !prereq::runnable(what, why) {
         return;
     }
     let tmp = tempdir();

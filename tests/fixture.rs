@@ -6,7 +6,8 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared");
+/// Captured trees copied into the repository (fixtures/captured/SOURCES.md).
+const CAPTURED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captured");
 
 fn read(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();
@@ -291,7 +292,7 @@ fn generated_host_has_1024_functions_with_dynamic_uverbs_numbers() {
 #[test]
 fn capture_becomes_a_real_tree() {
     let tmp = tempfile::tempdir().unwrap();
-    let capture = Path::new(SHARED).join("fixtures/hwloc-32em64t-mlx4/sys");
+    let capture = Path::new(CAPTURED).join("hwloc-32em64t-mlx4/sys");
     let paths = fixture::load_capture(&capture, tmp.path()).unwrap();
     let dev = paths.sysfs_root.join("bus/pci/devices/0000:82:00.0");
     assert!(fs::symlink_metadata(&dev).unwrap().file_type().is_symlink());

@@ -89,14 +89,14 @@ fn rdma_dev(response: &Value, id: &str) -> String {
     info[id]["rdma"]["rdma_dev"].as_str().unwrap().to_string()
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+#[path = "common/prereq.rs"]
+mod prereq;
 
 #[test]
 fn ibv_devices_sees_exactly_the_allocated_vf() {
-    if !is_root() {
-        eprintln!("skipped: needs root for a mount namespace and mknod");
+    // Root: a mount namespace and mknod.
+    let why = prereq::missing(true, &["unshare", "ibv_devices"]);
+    if !prereq::runnable("ibv_devices oracle", why) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

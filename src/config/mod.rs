@@ -9,7 +9,9 @@ pub mod range;
 
 use std::collections::BTreeMap;
 
-pub use parse::{ConfigError, Problem, is_dns_subdomain, parse_config, parse_config_file};
+pub use parse::{
+    ConfigError, Problem, format_of, is_dns_subdomain, parse_config, parse_config_file,
+};
 pub use range::VfRange;
 
 /// Which syntax a config text is in.
@@ -113,6 +115,31 @@ pub struct Selector {
     pub aux_types: Vec<String>,
 }
 
+/// Which rule decides a device's health (`nicplug.health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthRule {
+    /// A function is usable while its uplink carries a link: the PF's carrier (or its RDMA
+    /// port's `phys_state`), the VF's administrative state on the PF, a bound driver. A free VF's
+    /// own netdev being down is normal (a CNI brings it up inside the pod) and ignored.
+    #[default]
+    Uplink,
+    /// Also the device's own netdev and RDMA port state: for pods that use the host's netdev
+    /// as it is (hostNetwork, no CNI).
+    Strict,
+}
+
+impl HealthRule {
+    pub const ALL: [HealthRule; 2] = [HealthRule::Uplink, HealthRule::Strict];
+
+    /// The spelling used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthRule::Uplink => "uplink",
+            HealthRule::Strict => "strict",
+        }
+    }
+}
+
 /// nicplug's own per-resource options (the optional `nicplug` object of a resource).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicplugOptions {
@@ -124,6 +151,8 @@ pub struct NicplugOptions {
     pub rdma_devices: Option<Vec<RdmaCharDev>>,
     /// Set the `NICPLUG_EAL_ARGS_*` variable (default true).
     pub eal_args: bool,
+    /// How health is judged (default [`HealthRule::Uplink`]).
+    pub health: HealthRule,
 }
 
 impl Default for NicplugOptions {
@@ -132,6 +161,7 @@ impl Default for NicplugOptions {
             counters_mount: true,
             rdma_devices: None,
             eal_args: true,
+            health: HealthRule::Uplink,
         }
     }
 }

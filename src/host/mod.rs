@@ -1,11 +1,13 @@
 //! Host discovery: read a sysfs tree into a [`Host`] snapshot.
 
 mod aux;
+mod classes;
 mod model;
 mod models;
 mod read;
 mod sysfs;
 
+pub use classes::is_representor;
 pub use model::*;
 pub use models::model_name;
 pub use read::{DiscoverError, Reread, Scope, discover, refresh, reread};

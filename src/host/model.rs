@@ -34,10 +34,18 @@ pub struct NetDev {
     pub mac: Option<String>,
     /// `up`, `down`, `unknown`, ... from `operstate`.
     pub operstate: String,
+    /// `carrier`; `None` when unreadable (the kernel refuses the read while the link is
+    /// administratively down).
+    pub carrier: Option<bool>,
     /// `ether`, `infiniband`, ... derived from the ARPHRD `type`.
     pub link_type: String,
     /// This netdev carries the IPv4 default route (never offered, like the SR-IOV plugin).
     pub default_route: bool,
+    /// `phys_port_name`: `p0` on an uplink, `pf0vf3` / `pf0sf88` on a switchdev representor;
+    /// `None` when the driver reports none (legacy mode).
+    pub phys_port_name: Option<String>,
+    /// `phys_switch_id` of the e-switch the netdev belongs to (switchdev mode).
+    pub phys_switch_id: Option<String>,
 }
 
 /// One port of an RDMA device.
@@ -46,6 +54,9 @@ pub struct RdmaPort {
     pub number: u32,
     /// State name without the number, e.g. `ACTIVE`, `DOWN`.
     pub state: String,
+    /// Physical state name without the number, e.g. `LinkUp`, `Disabled`, `Polling`; `None`
+    /// when the file is absent.
+    pub phys_state: Option<String>,
     /// `Ethernet` or `InfiniBand`.
     pub link_layer: String,
     /// Default partition key (`pkeys/0`), e.g. `0xffff`; InfiniBand only.
@@ -122,6 +133,45 @@ pub struct PciFunction {
     pub physfn: Option<PhysFn>,
     pub netdevs: Vec<NetDev>,
     pub rdma: Option<RdmaDevice>,
+    /// Switchdev representors hanging under this PF (`phys_port_name` naming a function, not a
+    /// port): never the PF's own netdev, never offered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub representors: Vec<NetDev>,
+    /// The IOMMU group is a vfio no-IOMMU group (its `name` is `vfio-noiommu`): the group node
+    /// is `/dev/vfio/noiommu-<group>`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub noiommu: bool,
+    /// `/dev/uioN` of a function bound to a UIO driver (`igb_uio`, `uio_pci_generic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uio: Option<CharDev>,
+    /// The vDPA device created on this function, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vdpa: Option<VdpaDevice>,
+}
+
+/// Which vDPA bus driver a vDPA device is bound to: the SR-IOV plugin's `vdpaType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VdpaKind {
+    /// `vhost_vdpa`: a `/dev/vhost-vdpa-N` char device for a VMM or DPDK's virtio-user.
+    Vhost,
+    /// `virtio_vdpa`: a kernel virtio-net netdev, no device node.
+    Virtio,
+}
+
+/// A vDPA device (`bus/vdpa/devices/<name>`) whose parent is a PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VdpaDevice {
+    /// The name given at `vdpa dev add name <name>`.
+    pub name: String,
+    /// `None` when unbound or bound to a driver nicplug does not know.
+    pub kind: Option<VdpaKind>,
+    /// Bound vDPA bus driver, as sysfs names it.
+    pub driver: Option<String>,
+    /// `/dev/vhost-vdpa-N` (vhost only).
+    pub node: Option<CharDev>,
+    /// The virtio-net netdev (virtio only).
+    pub netdevs: Vec<NetDev>,
 }
 
 impl PciFunction {

@@ -7,6 +7,7 @@
 //! [`Host::skipped`] as well. Optional attributes may be absent; present but garbled still skips, because handing out
 //! a device read from half-understood sysfs is worse than not handing it out.
 
+use super::classes;
 use super::model::*;
 use super::models::model_name;
 use super::sysfs::*;
@@ -258,7 +259,11 @@ pub fn refresh(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Host, Dis
     let mut skipped: Vec<Skipped> = old
         .skipped
         .iter()
-        .filter(|s| !results.contains_key(&s.address) && !super::aux::is_aux_skip(s))
+        .filter(|s| {
+            !results.contains_key(&s.address)
+                && !super::aux::is_aux_skip(s)
+                && !classes::is_vdpa_skip(s)
+        })
         .cloned()
         .collect();
     skipped.extend(reader.partial);
@@ -302,6 +307,7 @@ fn finish(
 ) -> Host {
     let default_routes = default_route_ifaces(&paths.proc_root);
     let mut aux_functions = super::aux::aux_functions(root, &mut skipped);
+    classes::attach_vdpa(root, &mut functions, &mut skipped);
     for netdev in functions
         .iter_mut()
         .flat_map(|f| f.netdevs.iter_mut())
@@ -399,6 +405,12 @@ impl Reader {
             None => None,
             Some(pf) => Some(self.physfn(&dir, name, pf)?),
         };
+        let driver = link_name(&dir.join("driver"))?;
+        let (netdevs, representors) = classes::split_representors(netdevs(&dir)?);
+        let noiommu = match (driver.as_deref(), iommu_group) {
+            (Some("vfio-pci"), Some(g)) => classes::is_noiommu_group(&self.root, g)?,
+            _ => false,
+        };
 
         Ok(Some(PciFunction {
             address: name.to_string(),
@@ -409,14 +421,18 @@ impl Reader {
             subsystem_vendor,
             subsystem_device,
             model: model_name(vendor, device),
-            driver: link_name(&dir.join("driver"))?,
+            driver,
             numa_node,
             acpi_index,
             iommu_group,
             sriov,
             physfn,
-            netdevs: netdevs(&dir)?,
+            netdevs,
             rdma: self.rdma_or_none(name, &dir, &sysfs_dir),
+            representors,
+            noiommu,
+            uio: classes::uio_node(&dir)?,
+            vdpa: None,
             sysfs_dir,
         }))
     }
@@ -507,8 +523,19 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
         out.push(NetDev {
             mac: attr(&d.join("address"))?,
             operstate: attr(&d.join("operstate"))?.unwrap_or_else(|| "unknown".into()),
+            // Reading `carrier` of an administratively down link fails (EINVAL): not a broken
+            // function, just no carrier to tell.
+            carrier: read_bounded(&d.join("carrier"))
+                .ok()
+                .and_then(|s| match s.trim() {
+                    "1" => Some(true),
+                    "0" => Some(false),
+                    _ => None,
+                }),
             link_type,
             default_route: false,
+            phys_port_name: classes::port_attr(&d, "phys_port_name"),
+            phys_switch_id: classes::port_attr(&d, "phys_switch_id"),
             name,
         });
     }
@@ -556,6 +583,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
             real_dir(&pd)?;
             let number = parse(&pd, &p)?;
             let state = required(&pd.join("state"))?;
+            let phys_state = attr(&pd.join("phys_state"))?;
             let link_layer = attr(&pd.join("link_layer"))?.unwrap_or_default();
             // Partition keys mean something on InfiniBand only; skip the read on Ethernet.
             let pkey = match link_layer.as_str() {
@@ -572,6 +600,9 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
                     .split_once(": ")
                     .map_or(state.as_str(), |x| x.1)
                     .to_string(),
+                // "5: LinkUp" -> "LinkUp"
+                phys_state: phys_state
+                    .map(|s| s.split_once(": ").map_or(s.as_str(), |x| x.1).to_string()),
                 link_layer,
                 pkey,
                 sysfs_dir: sysfs_dir

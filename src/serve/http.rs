@@ -3,8 +3,8 @@
 //! answers `/healthz` (the daemon is alive) and `/readyz` (every pool registered with the
 //! running kubelet), alone on `serve --health-addr`.
 
+use super::holders::Holders;
 use super::metrics::{self, Scrape};
-use super::podresources;
 use super::stats::Stats;
 use super::view::PoolView;
 use http_body_util::Full;
@@ -21,10 +21,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
-/// How long a scrape waits for kubelet's pod resources API before labelling without pods.
-pub const POD_RESOURCES_TIMEOUT: Duration = Duration::from_secs(1);
 /// Scrapes built at once; more wait (each reads a few files per allocated function).
 const PARALLEL_SCRAPES: usize = 4;
+/// Connections served at once; more are closed at accept. Far below the descriptor limit, so
+/// a flood of idle clients never leaves the plugin sockets without descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request headers, and a connection this long in all
+/// (keep-alive included): slow or idle clients give their slot back.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,6 +40,7 @@ pub struct MetricsSource {
     pub stats: Arc<Stats>,
     pub pod_resources_socket: PathBuf,
     pub sysfs_root: PathBuf,
+    pub holders: Arc<Holders>,
     permits: Semaphore,
     /// `false`: health endpoints only.
     metrics: bool,
@@ -48,12 +54,14 @@ impl MetricsSource {
         stats: Arc<Stats>,
         pod_resources_socket: PathBuf,
         sysfs_root: PathBuf,
+        holders: Arc<Holders>,
     ) -> Self {
         MetricsSource {
             views,
             stats,
             pod_resources_socket,
             sysfs_root,
+            holders,
             permits: Semaphore::new(PARALLEL_SCRAPES),
             metrics: true,
             pod_resources_warned: AtomicBool::new(false),
@@ -64,10 +72,11 @@ impl MetricsSource {
     pub fn health_only(
         views: watch::Receiver<BTreeMap<String, Arc<PoolView>>>,
         stats: Arc<Stats>,
+        holders: Arc<Holders>,
     ) -> Self {
         MetricsSource {
             metrics: false,
-            ..Self::new(views, stats, PathBuf::new(), PathBuf::new())
+            ..Self::new(views, stats, PathBuf::new(), PathBuf::new(), holders)
         }
     }
 
@@ -75,15 +84,17 @@ impl MetricsSource {
     pub async fn scrape(self: &Arc<Self>) -> String {
         let _permit = self.permits.acquire().await;
         let started = Instant::now();
-        let holders = podresources::list(&self.pod_resources_socket, POD_RESOURCES_TIMEOUT).await;
-        if let Err(e) = &holders {
+        // Kubelet's answer also confirms or releases claims; when it does not answer, the
+        // last known holders label the devices, marked stale.
+        if let Err(e) = self.holders.ask(&self.pod_resources_socket).await {
             // Operators' DaemonSets do not mount the pod resources socket: say it once.
             if !self.pod_resources_warned.swap(true, Ordering::Relaxed) {
-                warn!(socket = %self.pod_resources_socket.display(), "kubelet's pod resources API is unavailable; metrics count devices handed out by this daemon instead of labelling them with pods (said once): {e}");
+                warn!(socket = %self.pod_resources_socket.display(), "kubelet's pod resources API is unavailable; metrics keep the last known pod holders, marked stale (said once): {e}");
             } else {
                 debug!(socket = %self.pod_resources_socket.display(), "pod resources unavailable: {e}");
             }
         }
+        let labels = self.holders.labels();
         let views = self.views.borrow().clone();
         let me = self.clone();
         // File reads: off the runtime thread that serves kubelet.
@@ -91,7 +102,7 @@ impl MetricsSource {
             metrics::render(&Scrape {
                 views: &views,
                 stats: &me.stats,
-                holders: holders.as_deref().ok(),
+                labels: &labels,
                 sysfs_root: &me.sysfs_root,
             })
         })
@@ -108,6 +119,8 @@ impl MetricsSource {
 
 /// Serve `/metrics` on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, source: Arc<MetricsSource>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -117,18 +130,30 @@ pub async fn serve(listener: TcpListener, source: Arc<MetricsSource>) {
                 continue;
             }
         };
+        // Full: close at once (the client retries) rather than queue a descriptor per client.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused == 1 || refused.is_multiple_of(1000) {
+                warn!(%peer, refused, "metrics endpoint: {MAX_CONNECTIONS} connections open; closing new ones");
+            }
+            drop(stream);
+            continue;
+        };
         let source = source.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let source = source.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(req, &source).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!(%peer, "metrics connection ended: {e}");
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => debug!(%peer, "metrics connection ended: {e}"),
+                Err(_) => debug!(%peer, "metrics connection closed after {CONNECTION_TIMEOUT:?}"),
+                Ok(Ok(())) => {}
             }
         });
     }

@@ -4,7 +4,7 @@
 //! the atomic counters in [`Stats`].
 
 use super::counters::{self, NETDEV_STATS};
-use super::podresources::Holder;
+use super::holders::{Labels, Owner};
 use super::stats::{PoolLabels, Stats};
 use super::view::PoolView;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,8 +20,9 @@ use std::sync::Arc;
 pub struct Scrape<'a> {
     pub views: &'a BTreeMap<String, Arc<PoolView>>,
     pub stats: &'a Stats,
-    /// Kubelet's answer to `List`; `None` when it did not answer.
-    pub holders: Option<&'a [Holder]>,
+    /// Who holds what: kubelet's last answer (stale when it did not answer this scrape) and
+    /// this daemon's own claims.
+    pub labels: &'a Labels,
     pub sysfs_root: &'a Path,
 }
 
@@ -38,6 +39,14 @@ struct PortLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabels {
+    resource: String,
+    device: String,
+    /// The verdict's reason, worded as `discover`'s LINK column words it.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NetdevLabels {
     resource: String,
     device: String,
@@ -47,14 +56,12 @@ struct NetdevLabels {
     container: String,
 }
 
-/// Who holds a device: `(namespace, pod, container)`, empty when unknown.
-type Owner = (String, String, String);
-
 /// The scrape as OpenMetrics text (`# EOF` included).
 pub fn render(s: &Scrape) -> String {
     let mut reg = Registry::with_prefix("nicplug");
     let pool_gauge = Family::<PoolLabels, Gauge>::default;
     let (devices, healthy, allocated) = (pool_gauge(), pool_gauge(), pool_gauge());
+    let device_healthy = Family::<DeviceLabels, Gauge>::default();
     let hw = Family::<PortLabels, Counter>::default();
     let port = Family::<PortLabels, Counter>::default();
     let netdev: Vec<Family<NetdevLabels, Counter>> =
@@ -70,6 +77,17 @@ pub fn render(s: &Scrape) -> String {
             .set(view.pool.devices.len() as i64);
         let up = view.health.values().filter(|ok| **ok).count();
         healthy.get_or_create(&pool).set(up as i64);
+        for (id, ok) in &view.health {
+            let labels = DeviceLabels {
+                resource: resource.clone(),
+                device: id.clone(),
+                reason: view
+                    .reasons
+                    .get(id)
+                    .map_or_else(String::new, ToString::to_string),
+            };
+            device_healthy.get_or_create(&labels).set(i64::from(*ok));
+        }
         let ids: BTreeSet<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
         allocated.get_or_create(&pool).set(ids.len() as i64);
         for (id, (namespace, pod, container)) in &held {
@@ -128,9 +146,15 @@ pub fn render(s: &Scrape) -> String {
         healthy,
     );
     reg.register(
+        "device_healthy",
+        "1 when the device is advertised Healthy, else 0; reason says why (as discover's LINK \
+         column)",
+        device_healthy,
+    );
+    reg.register(
         "pool_allocated_devices",
-        "Devices of the pool assigned to containers (per kubelet's pod resources API, else \
-         handed out by Allocate since the daemon started)",
+        "Devices of the pool assigned to containers (per kubelet's pod resources API, plus \
+         those Allocate handed out since it last answered)",
         allocated,
     );
     let st = s.stats;
@@ -161,11 +185,19 @@ pub fn render(s: &Scrape) -> String {
         st.config_last_success.clone(),
     );
     let up = Gauge::<i64>::default();
-    up.set(i64::from(s.holders.is_some()));
+    up.set(i64::from(!s.labels.stale));
     reg.register(
         "pod_resources_up",
-        "1 when kubelet's pod resources API answered this scrape (pod labels are then filled)",
+        "1 when kubelet's pod resources API answered this scrape (pod labels are then fresh)",
         up,
+    );
+    let stale = Gauge::<i64>::default();
+    stale.set(i64::from(s.labels.stale));
+    reg.register(
+        "pod_labels_stale",
+        "1 when the pod labels are kubelet's last answer, not this scrape's (its pod resources \
+         API is down); devices this daemon handed out since have empty pod labels",
+        stale,
     );
     reg.register(
         "rdma_hw_stat",
@@ -191,26 +223,20 @@ pub fn render(s: &Scrape) -> String {
     out
 }
 
-/// The pool's allocated IDs with their holders: kubelet's word when it answered, else what
-/// Allocate handed out (holders unknown). IDs no longer in the pool are left out.
+/// The pool's allocated IDs with their holders: kubelet's last answer, plus the devices this
+/// daemon handed out since (holders unknown). IDs no longer in the pool are left out.
 fn held(s: &Scrape, resource: &str, view: &PoolView) -> Vec<(String, Owner)> {
-    match s.holders {
-        Some(holders) => holders
-            .iter()
-            .filter(|h| h.resource == resource && view.health.contains_key(&h.id))
-            .map(|h| {
-                let owner = (h.namespace.clone(), h.pod.clone(), h.container.clone());
-                (h.id.clone(), owner)
-            })
-            .collect(),
-        None => s
-            .stats
-            .handed_out(resource)
-            .into_iter()
-            .filter(|id| view.health.contains_key(id))
-            .map(|id| (id, Owner::default()))
-            .collect(),
+    let mut out = Vec::new();
+    for ((id, r), owners) in &s.labels.held {
+        if r != resource || !view.health.contains_key(id) {
+            continue;
+        }
+        if owners.is_empty() {
+            out.push((id.clone(), Owner::default()));
+        }
+        out.extend(owners.iter().map(|o| (id.clone(), o.clone())));
     }
+    out
 }
 
 /// OpenMetrics text as the classic Prometheus text format (0.0.4), for clients that do not ask

@@ -5,7 +5,7 @@
 //! (gRPC endpoints, watchers) own no logic.
 
 mod counters;
-mod health;
+mod holders;
 mod http;
 mod metrics;
 mod plugin;
@@ -17,7 +17,7 @@ mod stats;
 mod view;
 mod watch;
 
-pub use health::{LinkStates, healthy};
+pub use crate::health::LinkStates;
 pub use preferred::preferred;
 pub use probe::probe;
 pub use server::socket_name;
@@ -29,6 +29,7 @@ use crate::cdi;
 use crate::config::{self, Config, ConfigError};
 use crate::host::{self, DiscoverError, Host, Scope, Skipped};
 use crate::pools;
+use holders::Holders;
 use server::PoolEndpoint;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -91,18 +92,26 @@ pub enum ServeError {
 /// socket.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let started = Instant::now();
+    raise_fd_limit();
     let plugin_dir = opts.paths.kubelet_dir.join("device-plugins");
     let io_err = |path: &PathBuf| {
         let path = path.clone();
         move |source| ServeError::Io { path, source }
     };
     std::fs::create_dir_all(&plugin_dir).map_err(io_err(&plugin_dir))?;
-    let config_bytes = std::fs::read(&opts.config_path).map_err(io_err(&opts.config_path))?;
-    let config =
-        config::parse_config_file(&opts.config_path).map_err(|source| ServeError::Config {
-            path: opts.config_path.clone(),
-            source,
-        })?;
+    let (config_bytes, config) = match load_config(opts.config_path.clone(), None).await {
+        Load::Unreadable(e) => return Err(io_err(&opts.config_path)(e)),
+        Load::Unchanged => unreachable!("nothing to compare with"),
+        Load::Read { bytes, parsed } => {
+            let config = parsed.map_err(|source| ServeError::Config {
+                path: opts.config_path.clone(),
+                source,
+            })?;
+            (bytes, config)
+        }
+    };
+    let holders = Arc::new(Holders::load(Some(plugin_dir.join(holders::STATE_FILE))));
+    tokio::spawn(holders.clone().poll(opts.pod_resources_socket.clone()));
 
     let stats = Arc::new(Stats::default());
     stats.config_loaded(true, false);
@@ -119,6 +128,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
                 stats.clone(),
                 opts.pod_resources_socket.clone(),
                 opts.paths.sysfs_root.clone(),
+                holders.clone(),
             );
             info!(addr = %listener.local_addr().unwrap_or(addr), "metrics at /metrics, health at /healthz and /readyz");
             Some(tokio::spawn(http::serve(listener, Arc::new(source))))
@@ -130,7 +140,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::Metrics { addr, source })?;
-            let source = http::MetricsSource::health_only(views_rx, stats.clone());
+            let source = http::MetricsSource::health_only(views_rx, stats.clone(), holders.clone());
             info!(addr = %listener.local_addr().unwrap_or(addr), "health at /healthz and /readyz");
             Some(tokio::spawn(http::serve(listener, Arc::new(source))))
         }
@@ -146,7 +156,10 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let links_watched = watch::links(tx.clone());
     watch::periodic(opts.rescan_interval, tx.clone());
 
-    let host = host::discover(&opts.paths)?;
+    let paths = opts.paths.clone();
+    let host = tokio::task::spawn_blocking(move || host::discover(&paths))
+        .await
+        .map_err(|e| io_err(&opts.paths.sysfs_root)(std::io::Error::other(e)))??;
     log_skipped(&[], &host.skipped);
     let cdi_dir = opts.cdi_version.as_ref().map(|_| {
         let mut dir = cdi::SpecDir::new(&opts.paths.cdi_dir);
@@ -172,6 +185,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         opts,
         stats,
         views,
+        holders: holders.clone(),
+        blocked: BTreeMap::new(),
     };
     // The first views carry live link states, so rtnetlink's first dump changes nothing.
     let early = match links_watched {
@@ -196,6 +211,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     loop {
         tokio::select! {
             Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
+            _ = holders.changed.notified() => mgr.refresh_health(),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => break,
@@ -232,6 +248,10 @@ struct Manager {
     stats: Arc<Stats>,
     /// Every pool's current view, for the metrics endpoint.
     views: tokio::sync::watch::Sender<BTreeMap<String, Arc<PoolView>>>,
+    /// Who holds which device under which resource.
+    holders: Arc<Holders>,
+    /// `(resource, id)` advertised Unhealthy because of a claim -> why, as last logged.
+    blocked: BTreeMap<(String, String), String>,
 }
 
 impl Manager {
@@ -244,11 +264,8 @@ impl Manager {
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(Event::Link { name, up: Some(up) }) => {
-                        self.links.insert(name, up);
-                    }
-                    Some(Event::Link { name, up: None }) => {
-                        self.links.remove(&name);
+                    Some(Event::Link { name, live }) => {
+                        crate::health::update_link(&mut self.links, name, live);
                     }
                     Some(Event::LinksDumped) | None => return early,
                     Some(other) => early.push(other),
@@ -272,6 +289,7 @@ impl Manager {
         for ev in batch {
             match ev {
                 Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
+                Event::PluginDirLost => self.plugin_dir_lost().await,
                 Event::ConfigTouched => reload = true,
                 Event::Rescan { why, scope } => {
                     rescan = Some(match rescan {
@@ -280,15 +298,12 @@ impl Manager {
                     })
                 }
                 Event::LinksDumped => {}
-                Event::Link { name, up } => {
-                    links_changed |= match up {
-                        Some(up) => self.links.insert(name, up) != Some(up),
-                        None => self.links.remove(&name).is_some(),
-                    }
+                Event::Link { name, live } => {
+                    links_changed |= crate::health::update_link(&mut self.links, name, live)
                 }
             }
         }
-        let config_changed = reload && self.reload_config();
+        let config_changed = reload && self.reload_config().await;
         let rescanned = rescan.is_some();
         let host_changed = match rescan {
             Some((why, scope)) => self.rescan(why, scope).await,
@@ -301,6 +316,29 @@ impl Manager {
         }
     }
 
+    /// Events of the device-plugins directory were lost: serve every socket that is gone,
+    /// register with a new kubelet if there is one, write the allocation record again.
+    async fn plugin_dir_lost(&mut self) {
+        for (resource, slot) in &mut self.slots {
+            match &slot.endpoint {
+                Some(ep) if ep.socket_exists() => ep.reregister.notify_one(),
+                _ => {
+                    info!(%resource, "plugin socket missing; serving again");
+                    restart(
+                        &self.plugin_dir,
+                        resource,
+                        slot,
+                        &self.opts,
+                        &self.stats,
+                        &self.holders,
+                    )
+                    .await
+                }
+            }
+        }
+        self.holders.persist().await;
+    }
+
     /// Kubelet deleted our socket (it restarts) or came back: serve again and register again.
     async fn plugin_dir_event(&mut self, name: &str, created: bool) {
         if created && name == "kubelet.sock" {
@@ -308,12 +346,27 @@ impl Manager {
             for (resource, slot) in &mut self.slots {
                 match &slot.endpoint {
                     Some(ep) if ep.socket_exists() => ep.reregister.notify_one(),
-                    _ => restart(&self.plugin_dir, resource, slot, &self.opts, &self.stats).await,
+                    _ => {
+                        restart(
+                            &self.plugin_dir,
+                            resource,
+                            slot,
+                            &self.opts,
+                            &self.stats,
+                            &self.holders,
+                        )
+                        .await
+                    }
                 }
             }
             return;
         }
         if created {
+            return;
+        }
+        if name == holders::STATE_FILE {
+            // A kubelet restart empties the directory: write the record again.
+            self.holders.persist().await;
             return;
         }
         for (resource, slot) in &mut self.slots {
@@ -328,23 +381,31 @@ impl Manager {
                     .is_some_and(PoolEndpoint::socket_exists)
             {
                 info!(%resource, "plugin socket removed (kubelet restart?); serving again");
-                restart(&self.plugin_dir, resource, slot, &self.opts, &self.stats).await;
+                restart(
+                    &self.plugin_dir,
+                    resource,
+                    slot,
+                    &self.opts,
+                    &self.stats,
+                    &self.holders,
+                )
+                .await;
             }
         }
     }
 
-    /// Re-read the config if its bytes changed; true when a new good config was taken.
-    fn reload_config(&mut self) -> bool {
-        let path = &self.opts.config_path;
-        let Ok(bytes) = std::fs::read(path) else {
+    /// Re-read the config if its bytes changed; true when a new good config was taken. Read
+    /// once and parsed from those bytes, off the runtime threads.
+    async fn reload_config(&mut self) -> bool {
+        let path = self.opts.config_path.clone();
+        let (bytes, parsed) = match load_config(path.clone(), Some(self.config_bytes.clone())).await
+        {
             // Mid-swap, or gone: keep the last good config; the next event retries.
-            return false;
+            Load::Unreadable(_) | Load::Unchanged => return false,
+            Load::Read { bytes, parsed } => (bytes, parsed),
         };
-        if bytes == self.config_bytes {
-            return false;
-        }
         self.config_bytes = bytes;
-        match config::parse_config_file(path) {
+        match parsed {
             Ok(config) => {
                 info!(config = %path.display(), resources = config.resources.len(), "config reloaded");
                 self.stats.config_loaded(true, true);
@@ -388,19 +449,50 @@ impl Manager {
     /// Pools from the current config and snapshot; start, update or stop endpoints to match.
     async fn rebuild(&mut self) {
         let built = pools::build(&self.host, &self.config, &self.opts.default_prefix);
-        let mut wanted = BTreeMap::new();
+        let claims = self.holders.claims();
+        let mut views: Vec<PoolView> = built
+            .pools
+            .into_iter()
+            .map(|pool| {
+                let mut view =
+                    PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
+                view.hold(&claims);
+                view
+            })
+            .collect();
         self.cdi_retry = false;
-        for pool in built.pools {
-            let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
-            // The spec is on disk before any Allocate can name its devices.
-            if let (Some(dir), Some(version)) = (&mut self.cdi_dir, &self.opts.cdi_version) {
-                match publish_cdi(dir, version, &view) {
+        // The specs are on disk before any Allocate can name their devices; written off the
+        // runtime threads.
+        if let (Some(mut dir), Some(version)) = (self.cdi_dir.take(), self.opts.cdi_version.clone())
+        {
+            let publish = move || {
+                let results: Vec<_> = views
+                    .iter()
+                    .map(|view| publish_cdi(&mut dir, &version, view))
+                    .collect();
+                (dir, views, results)
+            };
+            let (dir, mut back, results) = match tokio::task::spawn_blocking(publish).await {
+                Ok(r) => r,
+                Err(e) => {
+                    error!("writing CDI specs panicked: {e}");
+                    return;
+                }
+            };
+            self.cdi_dir = Some(dir);
+            for (view, result) in back.iter_mut().zip(results) {
+                match result {
                     Ok(published) => view.cdi = published,
                     Err(WriteFailed) => self.cdi_retry = true,
                 }
             }
-            wanted.insert(view.pool.name.clone(), Arc::new(view));
+            views = back;
         }
+        self.log_blocked(&views);
+        let wanted: BTreeMap<String, Arc<PoolView>> = views
+            .into_iter()
+            .map(|v| (v.pool.name.clone(), Arc::new(v)))
+            .collect();
         let gone: Vec<String> = self
             .slots
             .keys()
@@ -416,9 +508,17 @@ impl Manager {
         for (resource, view) in wanted {
             match self.slots.get_mut(&resource) {
                 Some(slot) => {
-                    slot.view.send_replace(view);
+                    view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
                     if slot.endpoint.is_none() {
-                        restart(&self.plugin_dir, &resource, slot, &self.opts, &self.stats).await;
+                        restart(
+                            &self.plugin_dir,
+                            &resource,
+                            slot,
+                            &self.opts,
+                            &self.stats,
+                            &self.holders,
+                        )
+                        .await;
                     }
                 }
                 None => {
@@ -434,6 +534,7 @@ impl Manager {
                         &mut slot,
                         &self.opts,
                         &self.stats,
+                        &self.holders,
                     )
                     .await;
                     self.slots.insert(resource, slot);
@@ -441,20 +542,27 @@ impl Manager {
             }
         }
         // Specs of resources gone from the config, or left without devices.
-        if let Some(dir) = &mut self.cdi_dir {
+        if let Some(mut dir) = self.cdi_dir.take() {
             let keep = self
                 .slots
                 .iter()
                 .filter(|(_, s)| s.view.borrow().cdi.is_some())
                 .map(|(resource, _)| cdi::file_name(resource))
                 .collect();
-            match dir.retain(&keep) {
-                Ok(gone) => {
-                    for file in gone {
-                        info!(dir = %dir.dir().display(), %file, "CDI spec removed");
+            let retain = move || {
+                match dir.retain(&keep) {
+                    Ok(gone) => {
+                        for file in gone {
+                            info!(dir = %dir.dir().display(), %file, "CDI spec removed");
+                        }
                     }
+                    Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
                 }
-                Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
+                dir
+            };
+            match tokio::task::spawn_blocking(retain).await {
+                Ok(dir) => self.cdi_dir = Some(dir),
+                Err(e) => error!("removing CDI specs panicked: {e}"),
             }
         }
         self.publish_views();
@@ -475,8 +583,10 @@ impl Manager {
         );
     }
 
-    /// Same pools, new link states.
+    /// Same pools, new link states or claims.
     fn refresh_health(&mut self) {
+        let claims = self.holders.claims();
+        let mut views = Vec::with_capacity(self.slots.len());
         for slot in self.slots.values() {
             let (pool, published) = {
                 let old = slot.view.borrow();
@@ -484,9 +594,45 @@ impl Manager {
             };
             let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
             view.cdi = published;
-            slot.view.send_replace(Arc::new(view));
+            view.hold(&claims);
+            views.push(view);
+        }
+        self.log_blocked(&views);
+        for (slot, view) in self.slots.values().zip(views) {
+            let view = Arc::new(view);
+            view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
         }
         self.publish_views();
+    }
+
+    /// Say which devices a claim keeps Unhealthy, once per change; tell the poller whether
+    /// any waits for kubelet's release.
+    fn log_blocked(&mut self, views: &[PoolView]) {
+        let mut now = BTreeMap::new();
+        for v in views {
+            for (id, other) in &v.held_elsewhere {
+                now.insert(
+                    (v.pool.name.clone(), id.clone()),
+                    format!("held under {other}"),
+                );
+            }
+            for id in &v.ghosts {
+                now.insert(
+                    (v.pool.name.clone(), id.clone()),
+                    "allocated, and gone from the pool".to_string(),
+                );
+            }
+        }
+        for ((resource, id), why) in &now {
+            if self.blocked.get(&(resource.clone(), id.clone())) != Some(why) {
+                warn!(%resource, %id, "advertised Unhealthy until kubelet releases it: {why}");
+            }
+        }
+        for (resource, id) in self.blocked.keys().filter(|k| !now.contains_key(*k)) {
+            info!(%resource, %id, "released by kubelet; advertised by its health again");
+        }
+        self.holders.set_pending(!now.is_empty());
+        self.blocked = now;
     }
 
     async fn shutdown(&mut self) {
@@ -547,6 +693,7 @@ async fn restart(
     slot: &mut Slot,
     opts: &ServeOptions,
     stats: &Arc<Stats>,
+    holders: &Arc<Holders>,
 ) {
     if let Some(old) = slot.endpoint.take() {
         old.stop().await;
@@ -558,6 +705,7 @@ async fn restart(
         slot.view.subscribe(),
         info_dir,
         stats.clone(),
+        holders.clone(),
     ) {
         Ok(ep) => slot.endpoint = Some(ep),
         // Retried on the next rebuild (any event, at worst the periodic rescan).
@@ -574,6 +722,57 @@ async fn stop(slot: Slot) {
     if let Some(ep) = endpoint {
         ep.stop().await;
     }
+}
+
+/// Descriptors for every plugin socket and kubelet's connections: the soft limit up to the hard
+/// one (the metrics endpoint caps its own share far below either).
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => info!(from = ?from, to = ?limit.maximum, "raised the open file limit"),
+            Err(e) => warn!("cannot raise the open file limit: {e}"),
+        }
+    }
+}
+
+/// What reading the config file gave.
+enum Load {
+    Unreadable(std::io::Error),
+    /// The same bytes as last time.
+    Unchanged,
+    Read {
+        bytes: Vec<u8>,
+        parsed: Result<Config, ConfigError>,
+    },
+}
+
+/// Read the config file once and parse those very bytes, off the runtime threads: a swap
+/// between a read and a parse can no longer serve a file that is not on disk.
+async fn load_config(path: PathBuf, last: Option<Vec<u8>>) -> Load {
+    let read = move || {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => return Load::Unreadable(e),
+        };
+        if last.as_deref() == Some(&bytes[..]) {
+            return Load::Unchanged;
+        }
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) => config::parse_config(text, config::format_of(&path, text)),
+            Err(e) => Err(ConfigError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        };
+        Load::Read { bytes, parsed }
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .unwrap_or_else(|e| Load::Unreadable(std::io::Error::other(e.to_string())))
 }
 
 /// Warn about functions newly skipped; say when one recovers.

@@ -1,5 +1,6 @@
 //! The DevicePlugin gRPC service of one pool: a thin edge over [`PoolView`].
 
+use super::holders::Holders;
 use super::preferred::preferred;
 use super::stats::Stats;
 use super::view::{AllocError, PoolView, list_response};
@@ -24,6 +25,27 @@ pub struct PluginService {
     /// Where CNI device-info files go; `None` disables them.
     pub device_info_dir: Option<PathBuf>,
     pub stats: Arc<Stats>,
+    pub holders: Arc<Holders>,
+}
+
+/// A request's IDs must be this pool's listed devices, each at most once: anything bigger than
+/// the pool is refused before any work is done.
+fn check_ids(view: &PoolView, ids: &[String], field: &str) -> Result<(), Status> {
+    if ids.len() > view.listed() {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {} IDs, but {} has {} devices",
+            ids.len(),
+            view.pool.name,
+            view.listed()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {dup} is given twice"
+        )));
+    }
+    Ok(())
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
@@ -79,19 +101,21 @@ impl DevicePlugin for PluginService {
         request: Request<api::PreferredAllocationRequest>,
     ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
         let view = self.view.borrow().clone();
-        let container_responses = request
-            .into_inner()
-            .container_requests
-            .iter()
-            .map(|r| api::ContainerPreferredAllocationResponse {
+        let requests = request.into_inner().container_requests;
+        let mut container_responses = Vec::with_capacity(requests.len().min(view.listed()));
+        for r in &requests {
+            // Bounded before any work: kubelet offers this pool's devices, each once.
+            check_ids(&view, &r.available_device_i_ds, "available_deviceIDs")?;
+            check_ids(&view, &r.must_include_device_i_ds, "must_include_deviceIDs")?;
+            container_responses.push(api::ContainerPreferredAllocationResponse {
                 device_i_ds: preferred(
                     &view.host,
                     &r.available_device_i_ds,
                     &r.must_include_device_i_ds,
                     usize::try_from(r.allocation_size).unwrap_or(0),
                 ),
-            })
-            .collect();
+            });
+        }
         Ok(Response::new(api::PreferredAllocationResponse {
             container_responses,
         }))
@@ -102,23 +126,64 @@ impl DevicePlugin for PluginService {
         request: Request<api::AllocateRequest>,
     ) -> Result<Response<api::AllocateResponse>, Status> {
         let view = self.view.borrow().clone();
-        let mut container_responses = Vec::new();
-        for req in request.into_inner().container_requests {
-            let ids = req.devices_ids;
-            let edits = view.allocate(&ids).map_err(|e| {
-                self.stats.allocation_failed(&view.pool.name);
-                warn!(resource = %view.pool.name, ?ids, "allocate refused: {e}");
-                match e {
-                    AllocError::Unhealthy { .. } => Status::failed_precondition(e.to_string()),
-                    AllocError::Edit(_) => Status::invalid_argument(e.to_string()),
-                }
-            })?;
-            if let Some(dir) = &self.device_info_dir {
-                write_device_info(dir, &view, &ids);
+        let requests = request.into_inner().container_requests;
+        let all: Vec<String> = requests
+            .iter()
+            .flat_map(|r| r.devices_ids.iter().cloned())
+            .collect();
+        // One pod's containers share no device: the whole request is checked as one list.
+        check_ids(&view, &all, "devicesIDs").inspect_err(|_| {
+            self.stats.allocation_failed(&view.pool.name);
+        })?;
+        let resource = view.pool.name.clone();
+        // Edits are computed off the threads that answer kubelet: a big request takes a while.
+        let compute = {
+            let view = view.clone();
+            move || {
+                requests
+                    .into_iter()
+                    .map(|req| {
+                        let ids = req.devices_ids;
+                        match view.allocate(&ids) {
+                            Ok(edits) => Ok((ids, edits)),
+                            Err(e) => {
+                                warn!(resource = %view.pool.name, ?ids, "allocate refused: {e}");
+                                Err(match e {
+                                    AllocError::Unhealthy { .. } => {
+                                        Status::failed_precondition(e.to_string())
+                                    }
+                                    AllocError::Edit(_) => Status::invalid_argument(e.to_string()),
+                                })
+                            }
+                        }
+                    })
+                    .collect::<Result<Vec<_>, Status>>()
             }
-            self.stats.allocated(&view.pool.name, &ids);
+        };
+        let answers = tokio::task::spawn_blocking(compute)
+            .await
+            .map_err(|e| Status::internal(format!("allocate failed: {e}")))?
+            .inspect_err(|_| self.stats.allocation_failed(&resource))?;
+        // Recorded before the answer leaves: from now on no other pool offers these devices.
+        match self.holders.claim(&resource, &all) {
+            Ok(true) => self.holders.persist().await,
+            Ok(false) => {}
+            Err(e) => {
+                self.stats.allocation_failed(&resource);
+                warn!(%resource, "allocate refused: {e}");
+                return Err(Status::failed_precondition(e.to_string()));
+            }
+        }
+        if let Some(dir) = self.device_info_dir.clone() {
+            let (view, ids) = (view.clone(), all.clone());
+            let write = move || write_device_info(&dir, &view, &ids);
+            let _ = tokio::task::spawn_blocking(write).await;
+        }
+        let mut container_responses = Vec::with_capacity(answers.len());
+        for (ids, edits) in answers {
+            self.stats.allocated(&resource);
             info!(
-                resource = %view.pool.name,
+                %resource,
                 ids = %ids.join(","),
                 devices = %edits.devices.iter().map(|d| d.container_path.as_str()).collect::<Vec<_>>().join(","),
                 mounts = edits.mounts.len(),

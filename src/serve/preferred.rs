@@ -14,16 +14,12 @@ pub fn preferred(
     size: usize,
 ) -> Vec<String> {
     let mut chosen: Vec<String> = Vec::new();
+    let mut taken: BTreeSet<&str> = BTreeSet::new();
     for id in must_include {
-        if !chosen.contains(id) {
+        if taken.insert(id) {
             chosen.push(id.clone());
         }
     }
-    let mut rest: BTreeSet<&str> = available
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !chosen.iter().any(|c| c == id))
-        .collect();
 
     let numa = |id: &str| host.device(id).and_then(|d| d.numa_node());
     // The PF a device hangs off: a VF's physfn, an SF's parent; a PF is its own.
@@ -35,11 +31,20 @@ pub fn preferred(
         }
         .unwrap_or_else(|| id.to_string())
     };
+    // Each device looked up once: (id, NUMA node, PF).
+    let rest: Vec<(&str, Option<u32>, String)> = available
+        .iter()
+        .map(String::as_str)
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .filter(|id| !taken.contains(id))
+        .map(|id| (id, numa(id), pf(id)))
+        .collect();
 
     let wanted_numa: BTreeSet<Option<u32>> = if chosen.is_empty() {
         let mut counts: BTreeMap<Option<u32>, usize> = BTreeMap::new();
-        for id in &rest {
-            *counts.entry(numa(id)).or_default() += 1;
+        for (_, n, _) in &rest {
+            *counts.entry(*n).or_default() += 1;
         }
         // Most devices on offer; ties to the lowest node.
         counts
@@ -52,28 +57,37 @@ pub fn preferred(
         chosen.iter().map(|id| numa(id)).collect()
     };
 
-    let mut offered_per_pf: BTreeMap<String, usize> = BTreeMap::new();
-    for id in &rest {
-        *offered_per_pf.entry(pf(id)).or_default() += 1;
+    let mut offered_per_pf: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, p) in &rest {
+        *offered_per_pf.entry(p.as_str()).or_default() += 1;
     }
 
-    while chosen.len() < size && !rest.is_empty() {
-        let used_pfs: BTreeSet<String> = chosen.iter().map(|id| pf(id)).collect();
-        let best = *rest
-            .iter()
-            .min_by_key(|id| {
-                let p = pf(id);
-                (
-                    !wanted_numa.contains(&numa(id)),
-                    !used_pfs.contains(&p),
-                    std::cmp::Reverse(offered_per_pf.get(&p).copied().unwrap_or(0)),
-                    p,
-                    id.to_string(),
-                )
-            })
-            .expect("rest is not empty");
-        rest.remove(best);
-        chosen.push(best.to_string());
+    // The choice, device by device, is: wanted NUMA node first; then PFs already used, then
+    // the PF with most devices on offer, then the lowest PF and address. A PF once used keeps
+    // being preferred, so its devices come out together: two sorts give the same order as
+    // picking the best one at a time, in O(n log n).
+    let mut used_pfs: BTreeSet<String> = chosen.iter().map(|id| pf(id)).collect();
+    let (mut near, mut far): (Vec<_>, Vec<_>) =
+        rest.iter().partition(|(_, n, _)| wanted_numa.contains(n));
+    for group in [&mut near, &mut far] {
+        if chosen.len() >= size {
+            break;
+        }
+        group.sort_by_cached_key(|(id, _, p)| {
+            (
+                !used_pfs.contains(p),
+                std::cmp::Reverse(offered_per_pf.get(p.as_str()).copied().unwrap_or(0)),
+                p.clone(),
+                id.to_string(),
+            )
+        });
+        for (id, _, p) in group.iter() {
+            if chosen.len() >= size {
+                break;
+            }
+            chosen.push(id.to_string());
+            used_pfs.insert(p.clone());
+        }
     }
     chosen
 }

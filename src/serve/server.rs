@@ -1,6 +1,7 @@
 //! One pool's plugin endpoint: a gRPC server on its own Unix socket, and its registration with
 //! kubelet (serve first, then register; retry registration with capped backoff, never give up).
 
+use super::holders::Holders;
 use super::plugin::PluginService;
 use super::stats::Stats;
 use super::view::PoolView;
@@ -19,6 +20,8 @@ use tonic::transport::Server;
 use tracing::{error, info, warn};
 
 pub const API_VERSION: &str = "v1beta1";
+/// Streams (calls) at once on one connection to a plugin socket.
+pub const MAX_STREAMS: u32 = 16;
 
 /// A running endpoint. Dropping it does not stop it: call [`PoolEndpoint::stop`].
 pub struct PoolEndpoint {
@@ -43,6 +46,7 @@ impl PoolEndpoint {
         view: watch::Receiver<Arc<PoolView>>,
         device_info_dir: Option<PathBuf>,
         stats: Arc<Stats>,
+        holders: Arc<Holders>,
     ) -> std::io::Result<Self> {
         let name = socket_name(resource);
         let socket = plugin_dir.join(&name);
@@ -51,8 +55,9 @@ impl PoolEndpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        // Only kubelet (root) has business on this socket: create it 0600 (the runtime is
-        // single-threaded, so the umask change is seen by this bind alone), then make sure.
+        // Only kubelet (root) has business on this socket: create it 0600, then make sure. The
+        // umask is process-wide: a file another thread creates meanwhile is only made stricter,
+        // and the writers of files others read (CDI specs, device-info) set their mode anyway.
         let old_mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
         let bound = UnixListener::bind(&socket);
         rustix::process::umask(old_mask);
@@ -63,11 +68,15 @@ impl PoolEndpoint {
             view,
             device_info_dir,
             stats: stats.clone(),
+            holders,
         };
         let (tx, rx) = oneshot::channel();
         let resource_owned = resource.to_string();
         let server = tokio::spawn(async move {
             let result = Server::builder()
+                // Kubelet keeps one connection with a ListAndWatch stream and a call or two
+                // at a time: a client opening more is not kubelet.
+                .max_concurrent_streams(MAX_STREAMS)
                 .add_service(DevicePluginServer::new(service))
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                     let _ = rx.await;

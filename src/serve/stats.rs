@@ -6,7 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
@@ -34,9 +34,6 @@ pub struct Stats {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Unix time (seconds) the config now serving was read.
     pub config_last_success: Gauge<f64, AtomicU64>,
-    /// Resource -> IDs handed out by Allocate since start: what "allocated" means when
-    /// kubelet's pod resources API does not answer.
-    handed_out: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Readiness: the pools served now (resource -> endpoint serving), the kubelet life each
     /// last registered with, and kubelet's registration socket.
     ready: Mutex<Readiness>,
@@ -75,12 +72,8 @@ impl Stats {
         let _ = self.registrations.get_or_create(&l);
     }
 
-    pub fn allocated(&self, resource: &str, ids: &[String]) {
+    pub fn allocated(&self, resource: &str) {
         self.allocations.get_or_create(&Self::pool(resource)).inc();
-        let mut map = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(resource.to_string())
-            .or_default()
-            .extend(ids.iter().cloned());
     }
 
     pub fn allocation_failed(&self, resource: &str) {
@@ -164,11 +157,5 @@ impl Stats {
         } else {
             Err(problems)
         }
-    }
-
-    /// IDs of `resource` handed out since start.
-    pub fn handed_out(&self, resource: &str) -> BTreeSet<String> {
-        let map = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(resource).cloned().unwrap_or_default()
     }
 }

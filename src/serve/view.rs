@@ -1,10 +1,11 @@
 //! What one pool's plugin serves at a moment: the pool, the host snapshot it came from and the
 //! health of each device. Replaced whole on every change and shared with the gRPC handlers.
 
-use super::health::{LinkStates, healthy};
+use super::holders::Claims;
 use crate::HostPaths;
 use crate::api;
 use crate::edits::{self, ContainerEdits, EditError};
+use crate::health::{LinkStates, Reason, verdict};
 use crate::host::Host;
 use crate::pools::Pool;
 use std::collections::BTreeMap;
@@ -23,10 +24,17 @@ pub struct PoolView {
     pub pool: Pool,
     pub host: Arc<Host>,
     pub paths: Arc<HostPaths>,
-    /// Device ID -> healthy.
+    /// Device ID -> healthy: what kubelet is told.
     pub health: BTreeMap<String, bool>,
+    /// Device ID -> why (see [`crate::health`]), for the metrics.
+    pub reasons: BTreeMap<String, Reason>,
     /// CDI mode: the pool's spec as written; Allocate names its devices. `None`: no CDI.
     pub cdi: Option<Arc<crate::cdi::Published>>,
+    /// Devices of the pool kubelet still holds under another resource -> that resource.
+    pub held_elsewhere: BTreeMap<String, String>,
+    /// Devices held under this resource that left the pool (gone from the host, or moved by
+    /// a reload): listed Unhealthy until kubelet releases them.
+    pub ghosts: Vec<String>,
 }
 
 /// Why an allocation was refused.
@@ -40,21 +48,51 @@ pub enum AllocError {
 
 impl PoolView {
     pub fn new(pool: Pool, host: Arc<Host>, paths: Arc<HostPaths>, links: &LinkStates) -> Self {
-        let health = pool
-            .devices
-            .iter()
-            .map(|d| {
-                let ok = host.device(&d.id).is_some_and(|dev| healthy(dev, links));
-                (d.id.clone(), ok)
-            })
-            .collect();
+        let rule = pool.config.nicplug.health;
+        let (mut health, mut reasons) = (BTreeMap::new(), BTreeMap::new());
+        for d in &pool.devices {
+            let (ok, why) = match host.device(&d.id) {
+                Some(dev) => {
+                    let v = verdict(dev, &host, links, rule);
+                    (v.healthy, v.reason)
+                }
+                None => (false, Reason::Gone),
+            };
+            health.insert(d.id.clone(), ok);
+            reasons.insert(d.id.clone(), why);
+        }
         PoolView {
             pool,
             host,
             paths,
             health,
+            reasons,
             cdi: None,
+            held_elsewhere: BTreeMap::new(),
+            ghosts: Vec::new(),
         }
+    }
+
+    /// Apply who holds what (see `holders`): a device held under another resource is Unhealthy
+    /// here; one held under this resource but no longer in the pool stays listed, Unhealthy.
+    pub fn hold(&mut self, claims: &Claims) {
+        for (id, ok) in self.health.iter_mut() {
+            if let Some(other) = claims.elsewhere(&self.pool.name, id) {
+                *ok = false;
+                self.held_elsewhere.insert(id.clone(), other.to_string());
+            }
+        }
+        for id in claims.of(&self.pool.name) {
+            if !self.health.contains_key(id) {
+                self.ghosts.push(id.to_string());
+                self.health.insert(id.to_string(), false);
+            }
+        }
+    }
+
+    /// Devices listed to kubelet: the pool's and its ghosts.
+    pub fn listed(&self) -> usize {
+        self.health.len()
     }
 
     /// The device list, sorted by ID.
@@ -68,6 +106,11 @@ impl PoolView {
                 healthy: self.health.get(&d.id).copied().unwrap_or(false),
                 numa_node: d.numa_node,
             })
+            .chain(self.ghosts.iter().map(|id| Advertised {
+                id: id.clone(),
+                healthy: false,
+                numa_node: None,
+            }))
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
@@ -104,6 +147,31 @@ impl PoolView {
             &self.paths,
             ids,
         )?)
+    }
+}
+
+/// Say which devices turned Healthy or Unhealthy between two views of a pool, one line per
+/// verdict (a PF losing carrier is one line for all its VFs).
+pub fn log_health_changes(old: &PoolView, new: &PoolView) {
+    let mut changed: BTreeMap<(bool, String), Vec<&str>> = BTreeMap::new();
+    for (id, ok) in &new.health {
+        if old.health.get(id).is_some_and(|was| was != ok) {
+            let why = new
+                .reasons
+                .get(id)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            changed.entry((*ok, why)).or_default().push(id);
+        }
+    }
+    for ((ok, why), ids) in changed {
+        let resource = &new.pool.name;
+        let devices = ids.join(",");
+        if ok {
+            tracing::info!(%resource, %devices, reason = %why, "devices Healthy again");
+        } else {
+            tracing::warn!(%resource, %devices, reason = %why, "devices Unhealthy");
+        }
     }
 }
 

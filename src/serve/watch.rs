@@ -3,11 +3,12 @@
 //! - kernel uevents (netlink): functions added/removed, drivers bound/unbound, VFs created;
 //! - inotify on `bus/pci/devices` and `bus/pci/drivers/*`: the same changes on a fixture tree
 //!   (real sysfs sends no inotify events; there the uevents do the work);
-//! - rtnetlink: netdev link up/down, live;
+//! - rtnetlink: netdev link up/down and carrier, live; a PF's VF states on each of its events;
 //! - inotify on the kubelet device-plugins directory: kubelet restarts delete our sockets;
 //! - inotify on the config file's directory: ConfigMap updates swap a symlink there;
 //! - a periodic tick, as a safety net only.
 
+use crate::health::{LiveLink, VfLinkState};
 use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
@@ -15,7 +16,10 @@ use rtnetlink::packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use rtnetlink::packet_route::link::{
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, State, VfInfo,
+    VfLinkState as NlVfLinkState,
+};
 use rtnetlink::sys::{
     AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket,
     protocols::{NETLINK_KOBJECT_UEVENT, NETLINK_ROUTE},
@@ -32,52 +36,138 @@ pub enum Event {
     Rescan { why: &'static str, scope: Scope },
     /// A file appeared in (`created`) or left the device-plugins directory.
     PluginDir { name: String, created: bool },
+    /// Events of the device-plugins directory may have been lost: check every socket.
+    PluginDirLost,
     /// Something changed in the config file's directory.
     ConfigTouched,
     /// A netdev's live link state; `None` when it left our namespace.
-    Link { name: String, up: Option<bool> },
+    Link {
+        name: String,
+        live: Option<LiveLink>,
+    },
     /// rtnetlink's first dump has been reported in full (or refused).
     LinksDumped,
 }
 
-/// Watch a set of directories with inotify, mapping each event through `f`.
+/// The first wait before restarting a failed event source, doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Watch a set of directories with inotify, mapping each event through `f`. Whatever makes
+/// events go missing (queue overflow, a watched directory removed, a read error, a directory
+/// not there yet) sends `lost()` (the caller's full rescan) and opens the watch again, with
+/// capped backoff: the watcher never stops, and an error never spins.
 fn spawn_inotify<F>(
     dirs: Vec<PathBuf>,
     mask: WatchMask,
     tx: Sender<Event>,
     what: &'static str,
+    lost: fn() -> Event,
     f: F,
 ) where
     F: Fn(&inotify::Event<std::ffi::OsString>) -> Option<Event> + Send + 'static,
 {
-    let inotify = match Inotify::init() {
-        Ok(i) => i,
-        Err(e) => {
-            warn!("{what}: inotify unavailable ({e}); relying on the periodic rescan");
-            return;
-        }
-    };
-    for dir in &dirs {
-        if let Err(e) = inotify.watches().add(dir, mask) {
-            debug!(dir = %dir.display(), "{what}: cannot watch: {e}");
-        }
-    }
-    let mut stream = match inotify.into_event_stream([0u8; 4096]) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("{what}: inotify stream failed: {e}");
-            return;
-        }
-    };
     tokio::spawn(async move {
-        while let Some(Ok(ev)) = stream.next().await {
-            if let Some(event) = f(&ev)
-                && tx.send(event).await.is_err()
-            {
+        let mut backoff = FIRST_BACKOFF;
+        let mut opened_before = false;
+        loop {
+            let (stream, missing) = match open_inotify(&dirs, mask) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    warn!(
+                        "{what}: inotify unavailable ({e}); retrying in {backoff:?}, the periodic rescan covers meanwhile"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if opened_before {
+                // Changes between the failure and now were not seen.
+                if tx.send(lost()).await.is_err() {
+                    return;
+                }
+            }
+            opened_before = true;
+            let Some(mut stream) = stream else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            // A directory that could not be watched is tried again after the backoff.
+            let (wait, all_watched) = (backoff, missing.is_empty());
+            let retry = async move {
+                if all_watched {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(wait).await;
+            };
+            tokio::pin!(retry);
+            let why = loop {
+                let ev = tokio::select! {
+                    ev = stream.next() => ev,
+                    _ = &mut retry => break format!("not watched yet: {}", show(&missing)),
+                };
+                match ev {
+                    Some(Ok(ev)) => {
+                        if ev.mask.intersects(inotify::EventMask::Q_OVERFLOW) {
+                            break "event queue overflowed".to_string();
+                        }
+                        if ev.mask.intersects(inotify::EventMask::IGNORED) {
+                            break "a watched directory went away".to_string();
+                        }
+                        backoff = FIRST_BACKOFF;
+                        if let Some(event) = f(&ev)
+                            && tx.send(event).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => break format!("read failed: {e}"),
+                    None => break "stream ended".to_string(),
+                }
+            };
+            if missing.is_empty() {
+                warn!("{what}: {why}; full rescan, watching again in {backoff:?}");
+            } else {
+                debug!("{what}: {why}; retrying in {backoff:?}");
+            }
+            if tx.send(lost()).await.is_err() {
                 return;
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     });
+}
+
+type InotifyStream = inotify::EventStream<[u8; 4096]>;
+
+/// An inotify instance watching every directory of `dirs` that exists; the stream is `None`
+/// when none does. Also returns the directories not watched.
+fn open_inotify(
+    dirs: &[PathBuf],
+    mask: WatchMask,
+) -> std::io::Result<(Option<InotifyStream>, Vec<PathBuf>)> {
+    let inotify = Inotify::init()?;
+    let mut missing = Vec::new();
+    for dir in dirs {
+        if let Err(e) = inotify.watches().add(dir, mask) {
+            debug!(dir = %dir.display(), "cannot watch: {e}");
+            missing.push(dir.clone());
+        }
+    }
+    if missing.len() == dirs.len() {
+        return Ok((None, missing));
+    }
+    Ok((Some(inotify.into_event_stream([0u8; 4096])?), missing))
+}
+
+fn show(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn plugin_dir(dir: &Path, tx: Sender<Event>) {
@@ -86,6 +176,7 @@ pub fn plugin_dir(dir: &Path, tx: Sender<Event>) {
         WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO,
         tx,
         "device-plugins dir",
+        || Event::PluginDirLost,
         |ev| {
             let name = ev.name.as_ref()?.to_str()?.to_string();
             let created = ev
@@ -110,6 +201,7 @@ pub fn config_dir(config: &Path, tx: Sender<Event>) {
             | WatchMask::MODIFY,
         tx,
         "config dir",
+        || Event::ConfigTouched,
         |_| Some(Event::ConfigTouched),
     );
 }
@@ -124,6 +216,10 @@ pub fn sysfs_tree(sysfs_root: &Path, tx: Sender<Event>) {
         WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM,
         tx,
         "sysfs tree",
+        || Event::Rescan {
+            why: "sysfs watch restarted",
+            scope: Scope::All,
+        },
         |ev| {
             // Entries in these directories are named by PCI address; anything else (a queue
             // overflow, the directory itself going) could hide any change.
@@ -156,42 +252,123 @@ pub fn periodic(every: Duration, tx: Sender<Event>) {
     });
 }
 
-/// Subsystems whose uevents can change what we offer.
-const UEVENT_SUBSYSTEMS: [&str; 5] = ["pci", "net", "infiniband", "infiniband_verbs", "auxiliary"];
+/// Subsystems whose uevents can change what we offer (`vdpa`, `vhost-vdpa` and `uio`: the
+/// device classes' nodes come and go below their function).
+const UEVENT_SUBSYSTEMS: [&str; 8] = [
+    "pci",
+    "net",
+    "infiniband",
+    "infiniband_verbs",
+    "auxiliary",
+    "vdpa",
+    "vhost-vdpa",
+    "uio",
+];
+
+/// Where kernel uevents come from: the netlink socket, or a test's script. A seam for the
+/// kernel's side only; what the daemon does with each outcome is [`pump_uevents`].
+pub trait UeventSource: Send + 'static {
+    /// The next uevent; `ENOBUFS` when the kernel dropped some (the socket stays usable).
+    fn recv(&mut self) -> impl std::future::Future<Output = std::io::Result<Vec<u8>>> + Send;
+}
+
+/// The kernel's uevent socket.
+struct NetlinkUevents(TokioSocket);
+
+impl UeventSource for NetlinkUevents {
+    async fn recv(&mut self) -> std::io::Result<Vec<u8>> {
+        self.0.recv_from_full().await.map(|(buf, _)| buf)
+    }
+}
+
+/// Receive buffer asked for: a 127-VF burst is hundreds of uevents at once. An overflow is
+/// still possible (and then handled), just rarer.
+const UEVENT_RCVBUF: usize = 4 << 20;
+
+fn open_uevents() -> std::io::Result<NetlinkUevents> {
+    let mut socket = TokioSocket::new(NETLINK_KOBJECT_UEVENT)?;
+    // Group 1: the kernel's own uevents (not udev's re-broadcast).
+    socket.socket_mut().bind(&SocketAddr::new(0, 1))?;
+    if let Err(e) = socket.socket_mut().set_rx_buf_sz(UEVENT_RCVBUF) {
+        debug!("uevent socket: cannot enlarge the receive buffer: {e}");
+    }
+    Ok(NetlinkUevents(socket))
+}
 
 pub fn uevents(tx: Sender<Event>) {
-    let mut socket = match TokioSocket::new(NETLINK_KOBJECT_UEVENT) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("kernel uevents unavailable ({e}); relying on the periodic rescan");
+    tokio::spawn(pump_uevents(open_uevents, tx));
+}
+
+/// Turn uevents into rescans, for as long as anyone listens. A dropped batch (`ENOBUFS`) is a
+/// full rescan; any other error is a full rescan and a fresh socket after a capped backoff.
+pub async fn pump_uevents<S, O>(mut open: O, tx: Sender<Event>)
+where
+    S: UeventSource,
+    O: FnMut() -> std::io::Result<S> + Send + 'static,
+{
+    let lost = || Event::Rescan {
+        why: "uevents lost",
+        scope: Scope::All,
+    };
+    let mut backoff = FIRST_BACKOFF;
+    let mut overflows = 0u64;
+    let mut opened_before = false;
+    loop {
+        let mut source = match open() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(
+                    "kernel uevents unavailable ({e}); retrying in {backoff:?}, the periodic rescan covers meanwhile"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if opened_before && tx.send(lost()).await.is_err() {
             return;
         }
-    };
-    // Group 1: the kernel's own uevents (not udev's re-broadcast).
-    if let Err(e) = socket.socket_mut().bind(&SocketAddr::new(0, 1)) {
-        warn!("cannot subscribe to kernel uevents ({e}); relying on the periodic rescan");
-        return;
-    }
-    tokio::spawn(async move {
+        opened_before = true;
         loop {
-            let Ok((buf, _)) = socket.recv_from_full().await else {
-                continue;
-            };
-            let Some(scope) = uevent_scope(&buf) else {
-                continue;
-            };
-            if tx
-                .send(Event::Rescan {
-                    why: "uevent",
-                    scope,
-                })
-                .await
-                .is_err()
-            {
-                return;
+            match source.recv().await {
+                Ok(buf) => {
+                    backoff = FIRST_BACKOFF;
+                    if let Some(scope) = uevent_scope(&buf)
+                        && tx
+                            .send(Event::Rescan {
+                                why: "uevent",
+                                scope,
+                            })
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overflows += 1;
+                    if overflows == 1 || overflows.is_multiple_of(100) {
+                        warn!(
+                            overflows,
+                            "uevent socket overflowed: events lost; full rescan"
+                        );
+                    }
+                    if tx.send(lost()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!("uevent socket failed ({e}); full rescan, reopening in {backoff:?}");
+                    if tx.send(lost()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    break;
+                }
             }
         }
-    });
+    }
 }
 
 /// What a kernel uevent (`KEY=value` strings, NUL-separated) says may have changed; `None`
@@ -218,10 +395,15 @@ fn uevent_scope(buf: &[u8]) -> Option<Scope> {
     }
 }
 
+/// Asking rtnetlink for the VF list (`RTEXT_FILTER_VF`), without the VFs' traffic counters.
+fn vf_filter() -> Vec<LinkExtentMask> {
+    vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]
+}
+
 /// rtnetlink's multicast group of link changes.
 const RTMGRP_LINK: u32 = 1;
 
-/// Live link state of the netdevs in our network namespace.
+/// Live link state of the netdevs in our network namespace, with each PF's VF states.
 ///
 /// One rtnetlink socket of our own, read a datagram at a time: each message is reduced to an
 /// event before the next datagram is read, so thousands of netdevs cost no more memory than one.
@@ -255,17 +437,19 @@ struct LinkWatch {
     dump: Option<u32>,
     /// Events were lost during that dump: dump again when it ends.
     again: bool,
-    /// Names reported up or down, and those the running dump has shown.
+    /// Names reported present, and those the running dump has shown.
     known: HashSet<String>,
     seen: HashSet<String>,
     /// The first dump has ended.
     dumped: bool,
+    /// Interface indexes whose VF list to ask for.
+    queries: Vec<u32>,
 }
 
 impl LinkWatch {
     async fn run(mut self, socket: TokioSocket, tx: Sender<Event>) {
         // Subscribed first, then dumped: no change can fall between the two.
-        self.request_dump(&socket).await;
+        self.request(&socket, None).await;
         loop {
             let datagram = match socket.recv_from_full().await {
                 Ok((buf, _)) => buf,
@@ -274,7 +458,7 @@ impl LinkWatch {
                     if self.dump.is_some() {
                         self.again = true;
                     } else {
-                        self.request_dump(&socket).await;
+                        self.request(&socket, None).await;
                     }
                     continue;
                 }
@@ -289,25 +473,36 @@ impl LinkWatch {
                 }
             }
             if self.dump.is_none() && std::mem::take(&mut self.again) {
-                self.request_dump(&socket).await;
+                self.request(&socket, None).await;
+            }
+            // Link events never carry the VF list, and setting a VF's state through its PF
+            // (`ip link set <pf> vf N state ...`) raises nothing but a plain event on the PF:
+            // ask for the list now (the answer comes back on this socket).
+            for index in std::mem::take(&mut self.queries) {
+                self.request(&socket, Some(index)).await;
             }
         }
     }
 
-    async fn request_dump(&mut self, socket: &TokioSocket) {
+    /// Ask for every link (`None`: a dump) or one, with the VF list.
+    async fn request(&mut self, socket: &TokioSocket, index: Option<u32>) {
         self.seq = self.seq.wrapping_add(1).max(1);
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
-        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::ExtMask(vf_filter()));
+        msg.header.index = index.unwrap_or(0);
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(msg));
+        req.header.flags = NLM_F_REQUEST | if index.is_none() { NLM_F_DUMP } else { 0 };
         req.header.sequence_number = self.seq;
         req.finalize();
         let mut buf = vec![0; req.buffer_len()];
         req.serialize(&mut buf);
         match socket.send_to(&buf, &SocketAddr::new(0, 0)).await {
-            Ok(_) => {
+            Ok(_) if index.is_none() => {
                 self.dump = Some(self.seq);
                 self.seen.clear();
             }
-            Err(e) => warn!("cannot ask rtnetlink for the links ({e}); retried on lost events"),
+            Ok(_) => {}
+            Err(e) => warn!("cannot ask rtnetlink for links ({e}); asked again on lost events"),
         }
     }
 
@@ -321,15 +516,30 @@ impl LinkWatch {
         let mut rest = datagram;
         while let Ok(header) = NetlinkBuffer::new_checked(rest) {
             let len = header.length() as usize;
-            let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) else {
+            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+            let Ok(msg) = parsed else {
                 debug!("rtnetlink: undecodable message skipped");
-                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
                 continue;
             };
-            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-            let ours = self.dump.is_some_and(|s| s == msg.header.sequence_number);
+            let seq = msg.header.sequence_number;
+            let ours = self.dump.is_some_and(|s| s == seq);
             let ev = match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                    if seq == 0 {
+                        // A change the kernel announced, not an answer.
+                        if may_have_vfs(&m) {
+                            self.queries.push(m.header.index);
+                        }
+                    } else if !ours
+                        && !m
+                            .attributes
+                            .iter()
+                            .any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
+                    {
+                        // An answer for a VF list that has none says nothing new.
+                        continue;
+                    }
                     link_event(&m, false)
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
@@ -343,7 +553,7 @@ impl LinkWatch {
                         seen.contains(name) || {
                             events.push(Event::Link {
                                 name: name.clone(),
-                                up: None,
+                                live: None,
                             });
                             false
                         }
@@ -360,8 +570,8 @@ impl LinkWatch {
                 _ => None,
             };
             let Some(ev) = ev else { continue };
-            if let Event::Link { name, up } = &ev {
-                if up.is_some() {
+            if let Event::Link { name, live } = &ev {
+                if live.is_some() {
                     if ours {
                         self.seen.insert(name.clone());
                     }
@@ -378,27 +588,176 @@ impl LinkWatch {
     }
 }
 
+/// A netdev of a device (no `IFLA_LINKINFO` kind, unlike veth, bridge, vlan, ...): possibly a
+/// PF with VFs.
+fn may_have_vfs(msg: &LinkMessage) -> bool {
+    !msg.attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkInfo(_)))
+}
+
 fn link_event(msg: &LinkMessage, deleted: bool) -> Option<Event> {
     let name = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })?;
     if deleted {
-        return Some(Event::Link { name, up: None });
+        return Some(Event::Link { name, live: None });
     }
-    let oper_down = msg.attributes.iter().any(|a| {
-        matches!(
-            a,
-            LinkAttribute::OperState(State::Down | State::LowerLayerDown | State::NotPresent)
-        )
-    });
-    let up = msg.header.flags.contains(LinkFlags::Up) && !oper_down;
-    Some(Event::Link { name, up: Some(up) })
+    Some(Event::Link {
+        name,
+        live: Some(live_link(msg)),
+    })
+}
+
+/// What one `RTM_NEWLINK` says: admin state, carrier, and the VF list when it has one.
+pub(crate) fn live_link(msg: &LinkMessage) -> LiveLink {
+    let mut oper_down = false;
+    let mut carrier = None;
+    let mut vfs = None;
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::OperState(State::Down | State::LowerLayerDown | State::NotPresent) => {
+                oper_down = true
+            }
+            LinkAttribute::Carrier(c) => carrier = Some(*c != 0),
+            LinkAttribute::VfInfoList(list) => {
+                let mut states = std::collections::BTreeMap::new();
+                for info in list {
+                    for attr in &info.0 {
+                        if let VfInfo::LinkState(s) = attr {
+                            let state = match s.state {
+                                NlVfLinkState::Enable => VfLinkState::Enable,
+                                NlVfLinkState::Disable => VfLinkState::Disable,
+                                // auto, and values newer than this build: follow the PF.
+                                _ => VfLinkState::Auto,
+                            };
+                            states.insert(s.vf_id, state);
+                        }
+                    }
+                }
+                vfs = Some(states);
+            }
+            _ => {}
+        }
+    }
+    // Old kernels send no IFLA_CARRIER; IFF_LOWER_UP says the same.
+    let carrier = carrier.unwrap_or_else(|| msg.header.flags.contains(LinkFlags::LowerUp));
+    LiveLink {
+        admin_up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: carrier && !oper_down,
+        vfs,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The kernel's side, scripted: each outcome once, then silence.
+    struct Script(VecDeque<std::io::Result<Vec<u8>>>);
+
+    impl UeventSource for Script {
+        async fn recv(&mut self) -> std::io::Result<Vec<u8>> {
+            match self.0.pop_front() {
+                Some(r) => r,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn scope_of(ev: Option<Event>) -> (&'static str, Scope) {
+        match ev {
+            Some(Event::Rescan { why, scope }) => (why, scope),
+            other => panic!("expected a rescan, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_or_failed_uevent_source_is_a_full_rescan_and_is_reopened() {
+        let vf = "0000:3b:01.1";
+        let add = move || {
+            Ok(uevent(&[
+                &format!("DEVPATH=/devices/pci0000:3a/{vf}"),
+                "SUBSYSTEM=pci",
+            ]))
+        };
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        let open = move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let script: Vec<std::io::Result<Vec<u8>>> = match n {
+                0 => vec![
+                    add(),
+                    Err(std::io::Error::from_raw_os_error(libc::ENOBUFS)),
+                    add(),
+                    Err(std::io::Error::from_raw_os_error(libc::EIO)),
+                ],
+                1 => return Err(std::io::Error::from_raw_os_error(libc::EMFILE)),
+                _ => vec![add()],
+            };
+            Ok(Script(script.into()))
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(pump_uevents(open, tx));
+        let all = ("uevents lost", Scope::All);
+        let one = ("uevent", Scope::function(vf));
+        assert_eq!(scope_of(rx.recv().await), one);
+        assert_eq!(
+            scope_of(rx.recv().await),
+            all,
+            "an overflow is a full rescan"
+        );
+        assert_eq!(scope_of(rx.recv().await), one, "and the socket goes on");
+        assert_eq!(scope_of(rx.recv().await), all, "a failure is a full rescan");
+        // Reopening failed once, then worked: what happened meanwhile is unknown.
+        assert_eq!(scope_of(rx.recv().await), all);
+        assert_eq!(scope_of(rx.recv().await), one);
+        assert_eq!(opened.load(Ordering::SeqCst), 3);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_watched_directory_removed_and_recreated_is_watched_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("device-plugins");
+        std::fs::create_dir(&dir).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        plugin_dir(&dir, tx);
+        // The watch is live.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(dir.join("a"), "").unwrap();
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await,
+            Ok(Some(Event::PluginDir { ref name, created: true })) if name == "a"
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        // Until a file made in the new directory is seen, every event must be a loss report
+        // or about the old one.
+        let mut lost = 0;
+        for _ in 0..200 {
+            std::fs::write(dir.join("b"), "").unwrap();
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Event::PluginDir {
+                    name,
+                    created: true,
+                })) if name == "b" => {
+                    assert!(lost > 0, "the restart must say events were lost");
+                    return;
+                }
+                Ok(Some(Event::PluginDirLost)) => lost += 1,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the watcher stopped"),
+                Err(_) => panic!("nothing from the re-created directory within 10 s"),
+            }
+            std::fs::remove_file(dir.join("b")).unwrap();
+        }
+        panic!("the re-created directory was never watched");
+    }
 
     fn uevent(fields: &[&str]) -> Vec<u8> {
         let mut buf = b"remove@/devices/x".to_vec();
@@ -407,6 +766,51 @@ mod tests {
             buf.extend_from_slice(f.as_bytes());
         }
         buf
+    }
+
+    #[test]
+    fn uevents_name_the_function_they_touch() {
+        let vf = "/devices/pci0000:3a/0000:3a:00.0/0000:3b:01.1";
+        for (fields, want) in [
+            (
+                vec!["ACTION=remove", &format!("DEVPATH={vf}"), "SUBSYSTEM=pci"],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec![&format!("DEVPATH={vf}/net/ens1f0v1"), "SUBSYSTEM=net"],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec![
+                    "DEVPATH=/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/mlx5_core.sf.2",
+                    "SUBSYSTEM=auxiliary",
+                ],
+                Some(Scope::function("0000:3b:00.0")),
+            ),
+            (
+                vec![
+                    &format!("DEVPATH={vf}/vdpa0/vhost-vdpa-0"),
+                    "SUBSYSTEM=vhost-vdpa",
+                ],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec![&format!("DEVPATH={vf}/uio/uio3"), "SUBSYSTEM=uio"],
+                Some(Scope::function("0000:3b:01.1")),
+            ),
+            (
+                vec!["DEVPATH=/devices/virtual/net/veth1a2b", "SUBSYSTEM=net"],
+                None,
+            ),
+            (vec![&format!("DEVPATH={vf}"), "SUBSYSTEM=block"], None),
+            (
+                vec!["DEVPATH=/devices/platform/foo/net/eth9", "SUBSYSTEM=net"],
+                Some(Scope::All),
+            ),
+            (vec!["SUBSYSTEM=pci"], Some(Scope::All)),
+        ] {
+            assert_eq!(uevent_scope(&uevent(&fields)), want, "{fields:?}");
+        }
     }
 
     /// One datagram of rtnetlink messages as the kernel sends them, answering sequence `seq`.
@@ -441,7 +845,7 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                Event::Link { name, up } => (name.clone(), *up),
+                Event::Link { name, live } => (name.clone(), live.as_ref().map(|l| l.admin_up)),
                 other => panic!("not a link event: {other:?}"),
             })
             .collect()
@@ -495,37 +899,146 @@ mod tests {
         assert_eq!(names(&w.take(&cut)), [("ens1f0v3".into(), Some(true))]);
     }
 
-    #[test]
-    fn uevents_name_the_function_they_touch() {
-        let vf = "/devices/pci0000:3a/0000:3a:00.0/0000:3b:01.1";
-        for (fields, want) in [
-            (
-                vec!["ACTION=remove", &format!("DEVPATH={vf}"), "SUBSYSTEM=pci"],
-                Some(Scope::function("0000:3b:01.1")),
-            ),
-            (
-                vec![&format!("DEVPATH={vf}/net/ens1f0v1"), "SUBSYSTEM=net"],
-                Some(Scope::function("0000:3b:01.1")),
-            ),
-            (
-                vec![
-                    "DEVPATH=/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0/mlx5_core.sf.2",
-                    "SUBSYSTEM=auxiliary",
-                ],
-                Some(Scope::function("0000:3b:00.0")),
-            ),
-            (
-                vec!["DEVPATH=/devices/virtual/net/veth1a2b", "SUBSYSTEM=net"],
-                None,
-            ),
-            (vec![&format!("DEVPATH={vf}"), "SUBSYSTEM=block"], None),
-            (
-                vec!["DEVPATH=/devices/platform/foo/net/eth9", "SUBSYSTEM=net"],
-                Some(Scope::All),
-            ),
-            (vec!["SUBSYSTEM=pci"], Some(Scope::All)),
-        ] {
-            assert_eq!(uevent_scope(&uevent(&fields)), want, "{fields:?}");
+    /// One netlink attribute as the kernel lays it out: length, type, payload, padding to 4.
+    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+        out
+    }
+
+    /// An `RTM_NEWLINK` body (`ifinfomsg` + attributes), as the kernel answers a get with
+    /// `RTEXT_FILTER_VF`.
+    fn newlink(flags: u32, attrs: &[Vec<u8>]) -> LinkMessage {
+        use rtnetlink::packet_core::Parseable;
+        use rtnetlink::packet_route::link::LinkMessageBuffer;
+        // family, pad, type (ARPHRD_ETHER), index, flags, change
+        let mut buf = vec![0u8, 0];
+        buf.extend_from_slice(&1u16.to_ne_bytes());
+        buf.extend_from_slice(&4i32.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        for a in attrs {
+            buf.extend_from_slice(a);
         }
+        LinkMessage::parse(&LinkMessageBuffer::new(&buf)).expect("a valid RTM_NEWLINK")
+    }
+
+    #[test]
+    fn vf_states_are_read_from_the_vf_info_list() {
+        const IFF_UP: u32 = 1;
+        const IFF_LOWER_UP: u32 = 1 << 16;
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_OPERSTATE: u16 = 16;
+        const IFLA_VFINFO_LIST: u16 = 22;
+        const IFLA_CARRIER: u16 = 33;
+        const NLA_F_NESTED: u16 = 1 << 15;
+        const IFLA_VF_INFO: u16 = 1;
+        const IFLA_VF_MAC: u16 = 1;
+        const IFLA_VF_LINK_STATE: u16 = 5;
+        // struct ifla_vf_mac { __u32 vf; __u8 mac[32]; }, struct ifla_vf_link_state { __u32 vf;
+        // __u32 link_state; } with 0 auto, 1 enable, 2 disable.
+        // The kernel nests with `nla_nest_start_noflag` (no NLA_F_NESTED); accept both.
+        let vf = |index: u32, state: u32, nested: u16| {
+            let mut mac = index.to_ne_bytes().to_vec();
+            mac.extend_from_slice(&[0x0c, 0x42, 0xa1, 0x5e, 0x7a, index as u8]);
+            mac.resize(4 + 32, 0);
+            let mut link = index.to_ne_bytes().to_vec();
+            link.extend_from_slice(&state.to_ne_bytes());
+            let mut body = nla(IFLA_VF_MAC, &mac);
+            body.extend(nla(IFLA_VF_LINK_STATE, &link));
+            nla(IFLA_VF_INFO | nested, &body)
+        };
+        let pf = |nested: u16| {
+            let list: Vec<u8> = [(0, 0), (3, 2), (5, 1), (6, 7)]
+                .into_iter()
+                .flat_map(|(i, state)| vf(i, state, nested))
+                .collect();
+            newlink(
+                IFF_UP | IFF_LOWER_UP,
+                &[
+                    nla(IFLA_IFNAME, b"ens1f0\0"),
+                    nla(IFLA_OPERSTATE, &[6]), // IF_OPER_UP
+                    nla(IFLA_CARRIER, &[1]),
+                    nla(IFLA_VFINFO_LIST | nested, &list),
+                ],
+            )
+        };
+        let msg = pf(0);
+        assert_eq!(live_link(&pf(NLA_F_NESTED)), live_link(&msg));
+        let live = live_link(&msg);
+        assert_eq!(
+            live,
+            LiveLink {
+                admin_up: true,
+                carrier: true,
+                vfs: Some(
+                    [
+                        (0, VfLinkState::Auto),
+                        (3, VfLinkState::Disable),
+                        (5, VfLinkState::Enable),
+                        (6, VfLinkState::Auto), // a state newer than this build: follow the PF
+                    ]
+                    .into()
+                ),
+            }
+        );
+
+        // A plain link event keeps the VF list learnt before, and says the carrier is gone.
+        let event = newlink(
+            IFF_UP,
+            &[
+                nla(IFLA_IFNAME, b"ens1f0\0"),
+                nla(IFLA_OPERSTATE, &[2]), // IF_OPER_DOWN
+                nla(IFLA_CARRIER, &[0]),
+            ],
+        );
+        let mut links = crate::health::LinkStates::new();
+        let Some(Event::Link {
+            name,
+            live: Some(first),
+        }) = link_event(&msg, false)
+        else {
+            panic!("no link event")
+        };
+        assert!(crate::health::update_link(&mut links, name, Some(first)));
+        let Some(Event::Link { name, live: later }) = link_event(&event, false) else {
+            panic!("no link event")
+        };
+        assert_eq!(later.as_ref().map(|l| l.vfs.is_none()), Some(true));
+        assert!(crate::health::update_link(&mut links, name, later));
+        assert_eq!(
+            links["ens1f0"],
+            LiveLink {
+                admin_up: true,
+                carrier: false,
+                vfs: live.vfs.clone(),
+            }
+        );
+
+        // The policy given that state, on the sample node: VF 3 of ens1f0 is disabled, VF 5
+        // forced up survives the lost carrier, the others follow it.
+        let tmp = tempfile::tempdir().unwrap();
+        let paths =
+            crate::fixture::materialize(&crate::fixture::sample_node(), tmp.path()).unwrap();
+        let host = crate::host::discover(&paths).unwrap();
+        let says = |id: &str| {
+            let d = host.device(id).unwrap();
+            crate::health::verdict(d, &host, &links, crate::config::HealthRule::Uplink).to_string()
+        };
+        assert_eq!(
+            says("0000:3b:00.5"),
+            "unhealthy: VF 3 disabled on PF ens1f0"
+        );
+        assert_eq!(
+            says("0000:3b:00.7"),
+            "healthy (VF 5 link forced up on PF ens1f0)"
+        );
+        assert_eq!(says("0000:3b:00.2"), "unhealthy: PF ens1f0 no carrier");
+        assert_eq!(says("0000:3b:01.2"), "healthy");
+        // No IFLA_CARRIER (old kernels): IFF_LOWER_UP says it.
+        let old = newlink(IFF_UP | IFF_LOWER_UP, &[nla(IFLA_IFNAME, b"ens1f0\0")]);
+        assert!(live_link(&old).carrier);
     }
 }

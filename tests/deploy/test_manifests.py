@@ -32,6 +32,10 @@ def test_daemonset_is_unprivileged_and_mounts_only_what_it_needs():
     sc = c["securityContext"]
     assert sc["privileged"] is False and sc["capabilities"]["drop"] == ["ALL"]
     assert "add" not in sc["capabilities"]
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert c["resources"]["limits"]["memory"] == "64Mi"
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert host_paths == {"/var/lib/kubelet/device-plugins", "/sys",
                           "/var/run/k8s.cni.cncf.io/devinfo/dp"}

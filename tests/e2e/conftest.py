@@ -3,7 +3,8 @@
 One session: a real containerd 1.6 (CRI plugin, runc) on a temp socket with images imported from
 busybox-static, the real `nicplug serve` on the bundled sample node, and the grpcio kubelet
 stand-in of tests/serve registering it. Every daemon is stopped by PID at the end, every sandbox
-and container removed. Needs root; otherwise every test is skipped with the reason.
+and container removed. Needs root; otherwise every test is skipped with the reason (with
+CI=true: failed).
 
 Run: `target/venv/bin/python -m pytest -q -s tests/e2e` (scripts/test.sh does).
 """
@@ -20,7 +21,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "serve"))  # harness.py, kubelet.py: shared, not copied
 
 from cri import CriClient  # noqa: E402
-from harness import VF_POOL, Daemon, Node, nicplug_bin  # noqa: E402
+from harness import VF_POOL, Daemon, Node, nicplug_bin, require  # noqa: E402
 from kubelet import Kubelet  # noqa: E402
 from pods import host_numbers, probe_script, run_pods  # noqa: E402
 from rig import BUSYBOX_IMAGE, PAUSE_IMAGE, Containerd, busybox_layer, rig_support  # noqa: E402
@@ -44,7 +45,7 @@ def report(title, lines):
 def containerd():
     why = rig_support()
     if why:
-        pytest.skip(f"container end-to-end suite: {why}")
+        require(f"container end-to-end suite: {why}")
     t0 = time.monotonic()
     ctd = Containerd().start()
     leftovers = None
@@ -64,7 +65,7 @@ def containerd():
 def served():
     """(node, kubelet stand-in, daemon): the sample node served, the VF pool registered."""
     if rig_support():
-        pytest.skip(f"container end-to-end suite: {rig_support()}")
+        require(f"container end-to-end suite: {rig_support()}")
     nicplug_bin()
     node = Node.create()
     kubelet = Kubelet(node.kubelet_dir)

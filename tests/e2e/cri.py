@@ -97,6 +97,28 @@ class CriClient:
         self.containers.append(cid)
         return cid
 
+    def run_sandbox_config(self, config):
+        """RunPodSandbox with a config made by the caller (tests/e2e/kube.py)."""
+        sid = self.rt.RunPodSandbox(cri.RunPodSandboxRequest(config=config),
+                                    timeout=60).pod_sandbox_id
+        self.sandboxes.append(sid)
+        return sid
+
+    def create_container_config(self, sid, sandbox_config, config):
+        """CreateContainer with a config made by the caller (tests/e2e/kube.py)."""
+        cid = self.rt.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=sid, config=config, sandbox_config=sandbox_config),
+            timeout=60).container_id
+        self.containers.append(cid)
+        return cid
+
+    def exec_sync(self, cid, cmd, timeout=10):
+        """ExecSync, as kubelet runs an exec probe: (exit code, stdout, stderr)."""
+        resp = self.rt.ExecSync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd),
+                                                    timeout=timeout), timeout=timeout + 10)
+        return resp.exit_code, resp.stdout.decode(errors="replace"), resp.stderr.decode(
+            errors="replace")
+
     def start(self, cid):
         self.rt.StartContainer(cri.StartContainerRequest(container_id=cid), timeout=60)
 

@@ -1,10 +1,11 @@
 //! Real podman (Debian 12: podman 4.3 with crun) running containers from nicplug's CDI specs on
 //! the simulated sample node: `podman run --device nvidia.com/cx6dx_vf=0000:3b:00.2` gives the
 //! container the RDMA nodes (real major:minor, nothing else openable), the read-only counters
-//! mount and the per-device env, exactly as the spec says.
+//! mount and the per-device env, exactly as the spec says; on a device-class host, a vfio
+//! no-IOMMU group, a UIO and a vhost-vdpa node arrive as nicplug maps them.
 //!
 //! Needs root, `podman`, `unshare` and `busybox-static` (scripts/test.sh installs them); skipped
-//! with a message otherwise, failed instead when `NICPLUG_REQUIRE_PODMAN=1`. Podman runs in a
+//! with a message otherwise, failed instead with `CI=true`. Podman runs in a
 //! private mount namespace (tests/e2e_podman/podman.sh) so nothing outside sees its /run or
 //! spec directory.
 //!
@@ -32,39 +33,21 @@ struct Rig {
     skeleton: PathBuf,
 }
 
+#[path = "../common/prereq.rs"]
+mod prereq;
+
 fn missing() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("needs root".into());
-    }
-    for tool in ["podman", "unshare", "tar"] {
-        if !Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox (busybox-static) is not installed".into());
-    }
-    None
+    prereq::missing(true, &["podman", "unshare", "tar"]).or_else(|| {
+        (!Path::new("/bin/busybox").exists())
+            .then(|| "/bin/busybox (busybox-static) is not installed".into())
+    })
 }
 
 /// The rig, or `None` (skip) when this machine cannot run it.
 fn rig() -> Option<&'static Rig> {
     static RIG: OnceLock<Option<Rig>> = OnceLock::new();
-    RIG.get_or_init(|| {
-        if let Some(why) = missing() {
-            if std::env::var("NICPLUG_REQUIRE_PODMAN").as_deref() == Ok("1") {
-                panic!("podman end-to-end test required but: {why}");
-            }
-            eprintln!("SKIPPED podman end-to-end test: {why}");
-            return None;
-        }
-        Some(build_rig())
-    })
-    .as_ref()
+    RIG.get_or_init(|| prereq::runnable("podman end-to-end test", missing()).then(build_rig))
+        .as_ref()
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -88,14 +71,54 @@ fn nicplug(node: &Path) -> Command {
     c
 }
 
+/// The rig on the device-class host below (vfio no-IOMMU, UIO, vhost-vdpa).
+fn classes_rig() -> Option<&'static Rig> {
+    static RIG: OnceLock<Option<Rig>> = OnceLock::new();
+    RIG.get_or_init(|| {
+        rig()?;
+        Some(build_rig_on(Some((CLASSES_HOST, CLASSES_CONFIG))))
+    })
+    .as_ref()
+}
+
+const CLASSES_HOST: &str = r#"
+vfio_noiommu: true
+functions:
+  - {address: "0000:00:05.0", vendor: "8086", device: "1889", driver: vfio-pci, iommu_group: 0}
+  - {address: "0000:00:08.0", vendor: "8086", device: "1889", driver: uio_pci_generic}
+  - address: "0000:00:09.0"
+    vendor: 15b3
+    device: 101e
+    driver: mlx5_core
+    netdev: {name: ens9}
+    vdpa: {name: vdpa0, driver: vhost_vdpa, index: 0}
+"#;
+
+const CLASSES_CONFIG: &str = r#"{"resourceList":[
+  {"resourceName":"vfio","resourcePrefix":"nvidia.com","selectors":{"drivers":["vfio-pci"]}},
+  {"resourceName":"uio","resourcePrefix":"nvidia.com","selectors":{"drivers":["uio_pci_generic"]}},
+  {"resourceName":"vhost","resourcePrefix":"nvidia.com","selectors":{"vdpaType":"vhost"}}]}"#;
+
 fn build_rig() -> Rig {
+    build_rig_on(None)
+}
+
+/// A rig on the sample node, or on `(host YAML, config JSON)`.
+fn build_rig_on(host: Option<(&str, &str)>) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().to_path_buf();
     let node = work.join("node");
     let cdi = work.join("cdi");
-    run(Command::new(env!("CARGO_BIN_EXE_nicplug"))
-        .args(["sample", "write"])
-        .arg(&node));
+    let mut write = Command::new(env!("CARGO_BIN_EXE_nicplug"));
+    write.args(["sample", "write"]).arg(&node);
+    if let Some((spec, _)) = host {
+        std::fs::write(work.join("host.yaml"), spec).unwrap();
+        write.arg("--spec").arg(work.join("host.yaml"));
+    }
+    run(&mut write);
+    if let Some((_, config)) = host {
+        std::fs::write(node.join("config.json"), config).unwrap();
+    }
     // The product: static specs, as `serve --cdi` writes them (tests/serve/test_cdi.py shows
     // the two are the same).
     run(nicplug(&node).arg("cdi").arg("--output-dir").arg(&cdi));
@@ -383,4 +406,50 @@ fn plain_devices_mounts_and_env_from_allocate() {
     assert!(stdout.contains("Read-only file system"), "{stdout}");
     assert!(stdout.contains("Operation not permitted"), "{stdout}");
     assert!(stdout.contains("No such device or address"), "{stdout}");
+}
+
+/// Device classes through a real runtime: the no-IOMMU group node appears under its group
+/// number (with the host's `noiommu-N` device number), the UIO and vhost-vdpa nodes as they
+/// are, and the EAL arguments keep physical addresses for the first two.
+#[test]
+fn device_classes_reach_the_container() {
+    let Some(rig) = classes_rig() else { return };
+    let devices: Vec<String> = [
+        "nvidia.com/vfio=0000:00:05.0",
+        "nvidia.com/uio=0000:00:08.0",
+        "nvidia.com/vhost=0000:00:09.0",
+    ]
+    .iter()
+    .flat_map(|d| ["--device".to_string(), d.to_string()])
+    .collect();
+    let out = rig.run_with(
+        devices,
+        false,
+        "ls -l /dev/vfio /dev/uio0 /dev/vhost-vdpa-0; echo ==; env | grep ^NICPLUG_ | sort",
+    );
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}");
+    assert!(out.status.success(), "podman failed:\n{stdout}\n{stderr}");
+    let (ls, env) = stdout.split_once("\n==\n").unwrap();
+    let mut found = nodes(ls);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("/dev/uio0".to_string(), "241, 0".to_string()),
+            ("/dev/vhost-vdpa-0".into(), "240, 0".into()),
+            ("0".into(), "243, 0".into()),
+            ("vfio".into(), "10, 196".into()),
+        ]
+    );
+    assert!(!ls.contains("noiommu"), "{ls}");
+    let env: Vec<&str> = env.lines().filter(|l| l.contains("EAL_ARGS")).collect();
+    assert_eq!(
+        env,
+        [
+            "NICPLUG_EAL_ARGS_NVIDIA_COM_UIO_0000_00_08_0=-a 0000:00:08.0",
+            "NICPLUG_EAL_ARGS_NVIDIA_COM_VFIO_0000_00_05_0=-a 0000:00:05.0",
+            "NICPLUG_EAL_ARGS_NVIDIA_COM_VHOST_0000_00_09_0=-a 0000:00:09.0 --iova-mode=va",
+        ]
+    );
 }

@@ -9,13 +9,14 @@ files, materialised in /dev/shm), served in the layouts real nodes have, each by
   plugin is usually configured;
 - `per-pf`: many small pools, one per PF (`rootDevices`).
 As root, the daemon runs in a network namespace of its own holding an `ifb` link (`veth` where
-the kernel has no ifb) for every function's netdev, named like it and up, as it would with host
-network on a real node. Measures, for each layout:
+the kernel has no ifb) for every function's netdev, named like it and up (the first PF's a veth),
+as it would with host network on a real node. Measures, for each layout:
 - start -> all pools registered (and first ListAndWatch message in);
 - Allocate latency (one VF) against a no-op RPC (GetDevicePluginOptions) on the same channel,
   interleaved, p50/p99 and their ratio;
 - fixture change -> ListAndWatch update: a VF's sysfs links removed (inotify), and, as root
-  with `ip netns`, a link set down/up through rtnetlink;
+  with `ip netns`, the first PF's carrier lost and back through rtnetlink (its netdev is a veth,
+  whose peer goes down and up): all its VFs Unhealthy, then Healthy;
 - kubelet restart -> all pools registered again;
 - daemon memory: VmHWM and VmRSS from /proc/PID/status, and the same daemon's floor (a 1x1 host,
   one pool, no netdevs) to give the bytes each function costs.
@@ -141,7 +142,7 @@ def floor_rss(parent, log):
         node.destroy()
 
 
-def run_layout(args, node, layout, pf_list, ns, link_name, link_vf):
+def run_layout(args, node, layout, pf_list, ns, peer):
     """One daemon serving `node` in `layout`; returns its figures."""
     pfs, vfs = map(int, args.vfs.split("x"))
     config, resources = layout_config(layout, pf_list)
@@ -229,20 +230,21 @@ def run_layout(args, node, layout, pf_list, ns, link_name, link_vf):
             print(summary("VF removed -> ListAndWatch    ", lat))
             results["vf_removed_p50_ms"] = pct(lat, 50) * 1000
 
-        # ---- rtnetlink link down/up -> ListAndWatch
+        # ---- rtnetlink: the first PF's carrier lost and back -> ListAndWatch
         if ns is not None:
             pool = resources[0]
+            pf0_vfs = [vf_address(pf_list[0], i) for i in range(vfs)]
             lat = []
             for i in range(args.changes):
                 for state, want in (("down", "Unhealthy"), ("up", "Healthy")):
                     mark = kubelet.mark(pool)
                     a = time.monotonic()
-                    ns.set(link_name, state)
+                    ns.set(peer, state)
                     t_msg, _ = kubelet.wait_devices(
-                        pool, lambda d, w=want: health_of(d)[link_vf] == w, timeout=10,
-                        after=mark)
+                        pool, lambda d, w=want: all(health_of(d)[vf] == w for vf in pf0_vfs),
+                        timeout=10, after=mark)
                     lat.append(t_msg - a)
-            print(summary("ip link down/up -> ListAndWatch", lat))
+            print(summary("PF carrier lost/back -> ListAndWatch", lat))
             results["link_change_p50_ms"] = pct(lat, 50) * 1000
 
         # ---- kubelet restart -> registered
@@ -296,24 +298,24 @@ def main():
           f"{node.root} (written in {time.monotonic() - t:.2f} s)")
     pf_list = pf_addresses(pfs)
 
-    ns = None
+    ns = peer = None
     why = netns_support()
-    link_vf = vf_address(pf_list[0], 3)
-    link_name = "ens1f0v3"
     results = {"functions": functions, "floor_VmHWM_kB": floor, "layouts": {}}
     try:
         if why is None:
             ns = Netns()
             t = time.monotonic()
-            kind = add_netdevs(ns, netdev_names(pfs, vfs))
-            results["netdevs"] = f"{functions} {kind}"
-            print(f"rtnetlink: daemon in netns {ns.name} with {functions} {kind} links named "
-                  f"like the netdevs, up (made in {time.monotonic() - t:.1f} s)")
+            # The first PF's netdev is a veth: its peer down takes the PF's carrier.
+            peer = ns.add_veth("ens1f0")
+            kind = add_netdevs(ns, [n for n in netdev_names(pfs, vfs) if n != "ens1f0"])
+            results["netdevs"] = f"{functions - 1} {kind} + 1 veth"
+            print(f"rtnetlink: daemon in netns {ns.name} with {functions - 1} {kind} links and "
+                  f"a veth named like the netdevs, up (made in {time.monotonic() - t:.1f} s)")
         else:
             results["netdevs"] = "none"
             print(f"rtnetlink: skipped ({why})")
         for layout in layouts:
-            r = run_layout(args, node, layout, pf_list, ns, link_name, link_vf)
+            r = run_layout(args, node, layout, pf_list, ns, peer)
             r["bytes_per_function"] = (kib(r["VmHWM"]) - floor) * 1024 / functions
             print(f"{layout}: {r['bytes_per_function']:.0f} bytes per function above the floor")
             results["layouts"][layout] = r

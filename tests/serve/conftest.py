@@ -19,6 +19,7 @@ from harness import (  # noqa: E402
     Node,
     leftover_netns,
     netns_support,
+    require,
     nicplug_bin,
 )
 from kubelet import Kubelet  # noqa: E402
@@ -110,6 +111,7 @@ def kubelet(node, request):
     k.start()
     yield k
     k.stop()
+    k.stop_pod_resources()
     if _failed(request):
         print("\n===== kubelet stand-in: Register calls =====")
         for r in k.all_registrations:
@@ -130,7 +132,7 @@ def netns(daemons):
     Daemons are stopped before the namespaces are deleted."""
     why = netns_support()
     if why:
-        pytest.skip(f"rtnetlink test needs a network namespace: {why}")
+        require(f"rtnetlink test needs a network namespace: {why}")
     made = []
 
     def make():

@@ -22,6 +22,27 @@ PROTO = REPO / "proto" / "deviceplugin" / "v1beta1" / "api.proto"
 STUB_ROOT = REPO / "target" / "py-stubs"
 
 
+# --------------------------------------------------------------------------- prerequisites
+
+
+def in_ci():
+    """CI=true (what CI systems set, and .ci/run runs under): a missing prerequisite fails."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def require(why):
+    """`why`: None when a test's prerequisites (root, a third-party program) are met, else what
+    is missing. Outside CI the test is skipped with that reason (shown by `-ra`); with CI=true
+    it fails, so a run that did not test something never reports ok."""
+    import pytest  # not at the top: the hand-run benchmark imports this module without pytest
+
+    if why is None:
+        return
+    if in_ci():
+        pytest.fail(f"prerequisite missing with CI=true: {why}", pytrace=False)
+    pytest.skip(why)
+
+
 # --------------------------------------------------------------------------- gRPC stubs
 
 
@@ -151,6 +172,16 @@ class Node:
         tmp.write_text(text)
         os.rename(tmp, path)
 
+    def rule_config(self, rule, resource="cx6dx_vf"):
+        """A copy of the config with `nicplug.health` = `rule` on one resource; its path."""
+        config = json.loads(self.config.read_text())
+        for r in config["resourceList"]:
+            if r["resourceName"] == resource:
+                r.setdefault("nicplug", {})["health"] = rule
+        path = self.root / f"config-{rule}.json"
+        self.write_config(config, path)
+        return path
+
     def cli(self, *args, config=None, check=True):
         return run_nicplug(
             "--host-root", self.root, "--config", config or self.config, *args, check=check
@@ -199,6 +230,9 @@ class Node:
         drv_dir = self.sys / "bus" / "pci" / "drivers" / drv
         os.symlink(os.path.relpath(drv_dir, dev), dev / "driver")
         os.symlink(os.path.relpath(dev, drv_dir), drv_dir / bdf)
+
+    def netdev_dir(self, bdf, name):
+        return self.pci_dir(bdf) / "net" / name
 
     def port_state_file(self, bdf, port=1):
         dev = self.pci_dir(bdf)
@@ -400,6 +434,17 @@ class Netns:
             self.kinds[name] = "veth"
         return self.kinds[name]
 
+    def add_veth(self, name):
+        """A veth pair, both ends up: `name` and its peer `p<name>` (cut to 15 characters),
+        returned. Bringing the peer down takes `name`'s carrier while `name` stays
+        administratively up: what a pulled cable or a dead switch port looks like."""
+        peer = ("p" + name)[:15]
+        self.ip("link", "add", name, "type", "veth", "peer", "name", peer)
+        self.ip("link", "set", peer, "up")
+        self.ip("link", "set", name, "up")
+        self.kinds[name] = "veth"
+        return peer
+
     def set(self, name, state):
         self.ip("link", "set", name, state)
 
@@ -425,8 +470,12 @@ PF0_VFS = ["0000:3b:00.2", "0000:3b:00.3", "0000:3b:00.4", "0000:3b:00.5",
 PF1_VFS = ["0000:3b:01.2", "0000:3b:01.3", "0000:3b:01.4", "0000:3b:01.5",
            "0000:3b:01.6", "0000:3b:01.7", "0000:3b:02.0"]  # 0000:3b:02.1 is broken: skipped
 SAMPLE_VFS = PF0_VFS + PF1_VFS
-DOWN_VF = "0000:3b:00.7"  # ens1f0v5: RDMA port DOWN, netdev down
-HEALTHY_VFS = [v for v in SAMPLE_VFS if v != DOWN_VF]
+# ens1f0v5: own netdev down, RDMA port DOWN. Healthy under the default ("uplink") health rule,
+# as every free VF on a real node is; Unhealthy under "strict".
+DOWN_VF = "0000:3b:00.7"
+HEALTHY_VFS = list(SAMPLE_VFS)
+STRICT_HEALTHY_VFS = [v for v in SAMPLE_VFS if v != DOWN_VF]
+PF_VFS = {"ens1f0": PF0_VFS, "ens1f1": PF1_VFS}
 VF_NETDEV = {bdf: f"ens1f0v{i}" for i, bdf in enumerate(PF0_VFS)}
 VF_NETDEV.update({bdf: f"ens1f1v{i}" for i, bdf in enumerate(PF1_VFS)})
 VF_IBDEV = {bdf: f"mlx5_{i + 2}" for i, bdf in enumerate(PF0_VFS)}
@@ -451,12 +500,12 @@ def mounted_tmpfs(path, daemons, size="1m"):
     import pytest  # not at the top: the hand-run benchmark imports this module without pytest
 
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        require("mounting a tmpfs needs root")
     path.mkdir()
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
                           "nicplug-test", str(path)], capture_output=True, text=True, timeout=30)
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+        require(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
         yield path
     finally:

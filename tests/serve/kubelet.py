@@ -16,9 +16,18 @@ survive either).
 
 `Ledger` collects the Allocate answers of one plugin lifetime and checks that no device was
 handed out twice.
+
+`PodResources` is kubelet's pod resources API (`List`, proto/podresources/v1/api.proto) on
+`<kubelet dir>/pod-resources/kubelet.sock`; `Kubelet.serve_pod_resources()` answers it with the
+devices the stand-in allocated and has not released (`Kubelet.release`), as kubelet does while
+the pods that hold them run.
 """
 
+import hashlib
 import re
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict, namedtuple
@@ -28,7 +37,70 @@ from pathlib import Path
 
 import grpc
 
-from harness import pb2, pb2_grpc
+from harness import REPO, STUB_ROOT, pb2, pb2_grpc
+
+POD_PROTO = REPO / "proto" / "podresources" / "v1" / "api.proto"
+
+
+def load_pod_stubs():
+    """Stubs of the pod resources proto, under a module name of their own (`podres_pb2`)."""
+    digest = hashlib.sha256(POD_PROTO.read_bytes()).hexdigest()[:16]
+    out = STUB_ROOT / f"podres-{digest}"
+    if not (out / "podres_pb2_grpc.py").exists():
+        from grpc_tools import protoc
+
+        STUB_ROOT.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=STUB_ROOT, prefix=".gen-"))
+        shutil.copy(POD_PROTO, tmp / "podres.proto")
+        rc = protoc.main(["grpc_tools.protoc", f"-I{tmp}", f"--python_out={tmp}",
+                          f"--grpc_python_out={tmp}", str(tmp / "podres.proto")])
+        if rc != 0:
+            raise RuntimeError(f"grpc_tools.protoc failed ({rc}) on {POD_PROTO}")
+        try:
+            tmp.rename(out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if str(out) not in sys.path:
+        sys.path.insert(0, str(out))
+    import podres_pb2
+    import podres_pb2_grpc
+
+    return podres_pb2, podres_pb2_grpc
+
+
+pr_pb2, pr_grpc = load_pod_stubs()
+
+
+class PodResources(pr_grpc.PodResourcesListerServicer):
+    """Kubelet's pod resources API stand-in: `pods` is [(namespace, pod, container, resource,
+    [ids])] (or a function returning that), answered by `List`."""
+
+    def __init__(self, kubelet_dir, pods):
+        self.pods = pods
+        self.calls = 0
+        self.path = Path(kubelet_dir) / "pod-resources" / "kubelet.sock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        pr_grpc.add_PodResourcesListerServicer_to_server(self, self.server)
+        self.server.add_insecure_port(f"unix:{self.path}")
+        self.server.start()
+
+    def List(self, request, context):
+        self.calls += 1
+        pods = self.pods() if callable(self.pods) else self.pods
+        return pr_pb2.ListPodResourcesResponse(pod_resources=[
+            pr_pb2.PodResources(namespace=ns, name=pod, containers=[
+                pr_pb2.ContainerResources(name=c, devices=[
+                    pr_pb2.ContainerDevices(resource_name=r, device_ids=ids)])])
+            for ns, pod, c, r, ids in pods
+        ])
+
+    def stop(self):
+        self.server.stop(0).wait(5)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
 
 CHECKPOINT = "kubelet_internal_checkpoint"
 
@@ -125,6 +197,19 @@ class Ledger:
                     self.record(resource, [dev.id], car)
                     done.append(dev.id)
         return done
+
+    def check_exclusive(self):
+        """Assert: answers for disjoint sets of IDs share no exclusive node or counters mount,
+        and the same IDs always got the same ones."""
+        with self.lock:
+            assert not self.changed, f"the same devices got other nodes: {self.changed}"
+            owners = defaultdict(list)
+            for key, paths in self.first.items():
+                for p in paths:
+                    owners[p].append(key)
+        shared = {p: keys for p, keys in owners.items()
+                  if any(not set(a[1]) & set(b[1]) for a in keys for b in keys)}
+        assert not shared, f"handed to different devices: {shared}"
 
     def check(self, kubelet):
         """Assert: (1) each device ID is advertised by one pool only, the pool it was allocated
@@ -248,6 +333,9 @@ class Kubelet:
         self.generation = 0  # one per kubelet life
         self.started_at = None
         self.restarts = []  # monotonic times at which a restarted kubelet listened again
+        self.held = {}  # pod name -> (resource, [ids]): allocated and not released
+        self.pod_count = 0
+        self.pod_resources = None
 
     # ---- lifecycle
 
@@ -285,13 +373,13 @@ class Kubelet:
         self._close_conns()
 
     def restart(self):
-        """What a kubelet restart looks like to a plugin: streams break, every socket in
-        device-plugins/ (kubelet.sock included) is deleted, a new kubelet.sock listens. Returns
-        the monotonic time at which the new kubelet listens."""
+        """What a kubelet restart looks like to a plugin: streams break, every file in
+        device-plugins/ (kubelet.sock included) but the checkpoint is deleted, a new
+        kubelet.sock listens. Returns the monotonic time at which the new kubelet listens."""
         self.stop()
         for entry in self.plugin_dir.iterdir():
-            if entry.name != CHECKPOINT:
-                entry.unlink()
+            if entry.name != CHECKPOINT and not entry.is_dir():
+                entry.unlink(missing_ok=True)  # a plugin may be renaming its own file
         t = self.start()
         self.restarts.append(t)
         return t
@@ -468,13 +556,43 @@ class Kubelet:
             channel.close()
 
     def allocate(self, resource, ids_per_container, authority="localhost", timeout=10):
-        """Allocate for one pod; returns one dict per container (see `car_to_dict`)."""
+        """Allocate for one pod; returns one dict per container (see `car_to_dict`). The pod
+        then holds the devices (see `held`) until `release`d."""
         req = pb2.AllocateRequest(container_requests=[
             pb2.ContainerAllocateRequest(devices_ids=list(ids)) for ids in ids_per_container
         ])
         with self.client(resource, authority) as stub:
             resp = stub.Allocate(req, timeout=timeout)
+        with self.cond:
+            self.pod_count += 1
+            self.held[f"pod-{self.pod_count}"] = (
+                resource, [i for ids in ids_per_container for i in ids])
         return [car_to_dict(c) for c in resp.container_responses]
+
+    # ---- pods and the pod resources API
+
+    def release(self, ids=None):
+        """The pods holding any of `ids` (every pod when None) end."""
+        with self.cond:
+            for pod, (_, held) in list(self.held.items()):
+                if ids is None or set(held) & set(ids):
+                    del self.held[pod]
+
+    def holding(self):
+        """What `List` answers: [(namespace, pod, container, resource, [ids])]."""
+        with self.cond:
+            return [("default", pod, "c", r, list(ids)) for pod, (r, ids) in self.held.items()]
+
+    def serve_pod_resources(self):
+        """Answer kubelet's pod resources API with `holding()` (until `stop_pod_resources`)."""
+        if self.pod_resources is None:
+            self.pod_resources = PodResources(self.kubelet_dir, self.holding)
+        return self.pod_resources
+
+    def stop_pod_resources(self):
+        if self.pod_resources is not None:
+            self.pod_resources.stop()
+            self.pod_resources = None
 
     def preferred(self, resource, requests, timeout=10):
         """`requests`: [(available, must_include, size)]; returns one ID list per container."""

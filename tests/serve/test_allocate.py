@@ -57,7 +57,15 @@ def test_unknown_ids_invalid_argument(kubelet, serving):
     assert "0000:af:00.0" in details
 
 
-def test_unhealthy_failed_precondition(kubelet, serving):
+@pytest.fixture
+def strict(node, kubelet, daemons):
+    """The sample node served with the strict health rule on the VF pool: DOWN_VF Unhealthy."""
+    d = daemons.start(node, config=node.rule_config("strict"), rescan_interval=60)
+    kubelet.wait_all_registered(SAMPLE_POOLS, timeout=15)
+    return d
+
+
+def test_unhealthy_failed_precondition(kubelet, strict):
     details = _expect_error(kubelet, VF_POOL, [["0000:3b:00.2", DOWN_VF]],
                             grpc.StatusCode.FAILED_PRECONDITION)
     assert DOWN_VF in details
@@ -69,7 +77,7 @@ def test_empty_container_request_invalid_argument(kubelet, serving):
     _expect_error(kubelet, VF_POOL, [["0000:3b:00.2"], []], grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def test_refusals_leave_the_daemon_serving(node, kubelet, serving):
+def test_refusals_leave_the_daemon_serving(node, kubelet, strict):
     for bad in ([["0000:99:00.1"]], [[DOWN_VF]], [[]]):
         with pytest.raises(grpc.RpcError):
             kubelet.allocate(VF_POOL, bad)

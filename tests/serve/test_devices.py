@@ -10,7 +10,16 @@ import time
 import grpc
 import pytest
 
-from harness import HEALTHY_VFS, PF0_VFS, SAMPLE_POOLS, SAMPLE_VFS, VF_NETDEV, VF_POOL
+from harness import (
+    HEALTHY_VFS,
+    PF0_VFS,
+    PF1_VFS,
+    SAMPLE_POOLS,
+    SAMPLE_VFS,
+    STRICT_HEALTHY_VFS,
+    VF_NETDEV,
+    VF_POOL,
+)
 from kubelet import health_of, ids_of
 
 
@@ -83,7 +92,39 @@ def test_each_change_one_message(node, kubelet, watched):
 
 
 def test_health_from_rescan(node, kubelet, daemons):
+    """The default rule from sysfs alone (no rtnetlink opinion on ens1f1 here): the PF's
+    carrier takes exactly its VFs; a VF's own port or netdev going down changes nothing."""
     daemons.start(node, rescan_interval=1)
+    kubelet.wait_all_registered(SAMPLE_POOLS, timeout=15)
+    pf_net = node.netdev_dir("0000:3b:00.1", "ens1f1")
+    before = health_of(kubelet.devices(VF_POOL))
+    assert set(before.values()) == {"Healthy"}
+    mark = kubelet.mark(VF_POOL)
+    # A VF's own state first: it must not show up in the message the PF's carrier causes.
+    node.port_state_file("0000:3b:00.3").write_text("1: DOWN\n")
+    (node.netdev_dir("0000:3b:01.5", VF_NETDEV["0000:3b:01.5"]) / "operstate").write_text("down\n")
+    (pf_net / "carrier").write_text("0\n")
+    (pf_net / "operstate").write_text("down\n")
+    want = {v: "Unhealthy" if v in PF1_VFS else "Healthy" for v in SAMPLE_VFS}
+    _, devs = kubelet.wait_devices(VF_POOL, lambda d: health_of(d) != before,
+                                   timeout=10, after=mark)
+    assert health_of(devs) == want, "the first change is the PF's, and only its VFs"
+    assert ids_of(devs) == SAMPLE_VFS, "an unhealthy device stays listed"
+    with pytest.raises(grpc.RpcError) as err:
+        kubelet.allocate(VF_POOL, [["0000:3b:01.5"]])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    mark = kubelet.mark(VF_POOL)
+    (pf_net / "carrier").write_text("1\n")
+    (pf_net / "operstate").write_text("up\n")
+    _, devs = kubelet.wait_devices(
+        VF_POOL, lambda d: set(health_of(d).values()) == {"Healthy"}, timeout=10, after=mark)
+    assert [i for i, h in health_of(devs).items() if h == "Healthy"] == HEALTHY_VFS
+
+
+def test_strict_health_from_rescan(node, kubelet, daemons):
+    """`"nicplug": {"health": "strict"}`: the VF's own RDMA port and netdev count."""
+    daemons.start(node, config=node.rule_config("strict"), rescan_interval=1)
     kubelet.wait_all_registered(SAMPLE_POOLS, timeout=15)
     port = node.port_state_file("0000:3b:00.3")
     mark = kubelet.mark(VF_POOL)
@@ -110,4 +151,4 @@ def test_health_from_rescan(node, kubelet, daemons):
     operstate.write_text("up\n")
     _, devs = kubelet.wait_devices(VF_POOL, lambda d: health_of(d)[vf] == "Healthy",
                                    timeout=10, after=mark)
-    assert [i for i, h in health_of(devs).items() if h == "Healthy"] == HEALTHY_VFS
+    assert [i for i, h in health_of(devs).items() if h == "Healthy"] == STRICT_HEALTHY_VFS

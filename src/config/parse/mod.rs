@@ -110,7 +110,7 @@ pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
 /// JSON for `.json`, YAML for `.yaml`/`.yml`. Any other name (operators mount the config as a
 /// ConfigMap key named after the node, without extension) is JSON when its first character
 /// is `{`, as every config an operator renders is, and YAML otherwise.
-fn format_of(path: &Path, text: &str) -> Format {
+pub fn format_of(path: &Path, text: &str) -> Format {
     let ext = path.extension().and_then(|e| e.to_str());
     match ext.map(str::to_ascii_lowercase).as_deref() {
         Some("yaml" | "yml") => Format::Yaml,

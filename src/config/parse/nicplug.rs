@@ -5,10 +5,10 @@ use serde_json::Value;
 use super::Walk;
 use super::names::suggest;
 use super::value::{key_path, quote};
-use crate::config::{NicplugOptions, RdmaCharDev};
+use crate::config::{HealthRule, NicplugOptions, RdmaCharDev};
 
 /// The keys of the `nicplug` block (matched exactly).
-const NICPLUG_FIELDS: &[&str] = &["countersMount", "rdmaDevices", "ealArgs"];
+const NICPLUG_FIELDS: &[&str] = &["countersMount", "rdmaDevices", "ealArgs", "health"];
 
 impl Walk {
     pub(super) fn nicplug(&mut self, path: &str, value: &Value) -> NicplugOptions {
@@ -17,7 +17,7 @@ impl Walk {
             path,
             value,
             "an object",
-            r#"write {"countersMount": true, "rdmaDevices": ["uverbs"], "ealArgs": true}"#,
+            r#"write {"countersMount": true, "rdmaDevices": ["uverbs"], "ealArgs": true, "health": "uplink"}"#,
         ) else {
             return opts;
         };
@@ -39,6 +39,29 @@ impl Walk {
             && let Some(b) = self.bool(&p, v)
         {
             opts.eal_args = b;
+        }
+        if let Some((p, v)) = fields.get("health")
+            && let Some(text) = self.string(&p, v)
+        {
+            let names = HealthRule::ALL.map(HealthRule::as_str);
+            match HealthRule::ALL.into_iter().find(|r| r.as_str() == text) {
+                Some(rule) => opts.health = rule,
+                None => {
+                    let fix = match suggest(text, &names) {
+                        Some(name) => format!("use {}", quote(name)),
+                        None => {
+                            "use \"uplink\" (the default: the PF's link, the VF's state on its \
+                                 PF) or \"strict\" (also the device's own netdev and RDMA port)"
+                                .to_owned()
+                        }
+                    };
+                    self.problem(
+                        &p,
+                        format!("{} is not one of {}", quote(text), names.join(", ")),
+                        fix,
+                    );
+                }
+            }
         }
         if let Some((p, v)) = fields.get("rdmaDevices") {
             let names = RdmaCharDev::ALL.map(RdmaCharDev::as_str);

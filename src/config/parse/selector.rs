@@ -127,6 +127,13 @@ impl Walk {
         }
         if let Some((p, v)) = fields.get("ddpProfiles") {
             sel.ddp_profiles = self.names(&p, v);
+            if !sel.ddp_profiles.is_empty() {
+                self.problem(
+                    &p,
+                    "is not supported: nicplug does not read Intel DDP profiles (the SR-IOV plugin runs ddptool or asks devlink), so this selector would select nothing",
+                    "remove ddpProfiles and name the ports loaded with that profile by pfNames, rootDevices or pciAddresses",
+                );
+            }
         }
         if let Some((p, v)) = fields.get("isRdma") {
             sel.is_rdma = self.bool(&p, v).unwrap_or(false);
