@@ -194,8 +194,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         false => Vec::new(),
     };
     mgr.rebuild().await;
-    for ev in early {
-        mgr.handle(ev, &mut rx).await;
+    if !early.is_empty() {
+        mgr.handle(early, &mut rx).await;
     }
     info!(
         pools = mgr.slots.len(),
@@ -210,7 +210,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let mut quit = signal(SignalKind::quit()).map_err(io_err(&PathBuf::from("SIGQUIT")))?;
     loop {
         tokio::select! {
-            Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
+            Some(ev) = rx.recv() => mgr.handle(vec![ev], &mut rx).await,
             _ = holders.changed.notified() => mgr.refresh_health(),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -275,8 +275,7 @@ impl Manager {
         }
     }
 
-    async fn handle(&mut self, first: Event, rx: &mut mpsc::Receiver<Event>) {
-        let mut batch = vec![first];
+    async fn handle(&mut self, mut batch: Vec<Event>, rx: &mut mpsc::Receiver<Event>) {
         if matches!(batch[0], Event::Rescan { .. }) {
             // Creating 127 VFs is a burst of uevents: let it land, then read sysfs once.
             tokio::time::sleep(Duration::from_millis(10)).await;
