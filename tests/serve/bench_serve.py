@@ -171,8 +171,12 @@ def run_layout(args, node, layout, pf_list, ns, peer):
         print(f"memory after start: VmHWM {st['VmHWM']}, VmRSS {st['VmRSS']}")
 
         # ---- Allocate vs no-op RPC, same server, same channel, interleaved
+        # Allocate the second PF's VFs only: a VF removed below must not be one kubelet holds
+        # (those stay listed, Unhealthy, until released).
         pool = resources[1 % len(resources)]
-        healthy = [d.id for d in kubelet.devices(pool) if d.health == "Healthy"]
+        bus = pf_list[1 % len(pf_list)].split(":")[1]
+        healthy = [d.id for d in kubelet.devices(pool)
+                   if d.health == "Healthy" and d.id.split(":")[1] == bus]
         channel = plugin_channel(kubelet.conn(pool).path)
         stub = pb2_grpc.DevicePluginStub(channel)
         empty = pb2.Empty()
@@ -270,6 +274,11 @@ def run_layout(args, node, layout, pf_list, ns, peer):
         if not clean or code != 0:
             print(f"daemon exit: {code} ({'clean' if clean else 'killed'})")
         kubelet.stop()
+        # The next layout's daemon starts on a node where nothing is allocated: no record left
+        # of devices handed out (the daemon's holders file, device-info files).
+        (node.plugin_dir / "nicplug-holders.json").unlink(missing_ok=True)
+        for f in node.device_info_dir.iterdir():
+            f.unlink()
 
 
 def main():
