@@ -58,7 +58,7 @@ rows = [
     ("VF removed -> ListAndWatch p50 (ms)", both(lambda v: f"{v:.1f}", "vf_removed_p50_ms")),
     ("Allocate p50 (ms)", both(lambda v: f"{v:.3f}", "alloc_p50_ms")),
     ("Allocate p99 (ms)", both(lambda v: f"{v:.3f}", "alloc_p99_ms")),
-    ("no-op RPC p50 / p99 (ms)", both(lambda v: f"{v:.3f}", "noop_p50_ms")),
+    ("no-op RPC p50 (ms)", both(lambda v: f"{v:.3f}", "noop_p50_ms")),
     ("Allocate / no-op (p50)", both(lambda v: f"{v:.2f}", "ratio_p50")),
     ("PF carrier lost/back -> ListAndWatch p50 (ms)", both(lambda v: f"{v:.1f}", "link_change_p50_ms")),
     ("kubelet restart -> registered p50 (ms)", both(lambda v: f"{v:.1f}", "restart_to_registered_p50_ms")),
