@@ -72,11 +72,15 @@ pub fn reread(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Reread, Di
     })
 }
 
-/// One function as read, or "the same as in the old snapshot".
+/// One function as read, or "the same as in the old snapshot" (boxed: an unchanged host's
+/// results then cost a few bytes per function).
 enum Read {
     Same,
-    New(Res<Option<PciFunction>>),
+    New(Box<Res<Option<PciFunction>>>),
 }
+
+/// One reader's results, by name, and the parts it could not read.
+type Part = (Vec<(String, Read)>, Vec<Skipped>);
 
 fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     let root = canonical_root(paths)?;
@@ -120,12 +124,12 @@ fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
                         return (name.clone(), Read::Same);
                     }
                 }
-                (name.clone(), Read::New(result))
+                (name.clone(), Read::New(Box::new(result)))
             })
             .collect::<Vec<_>>();
         (results, reader.partial)
     };
-    let parts: Vec<(Vec<(String, Read)>, Vec<Skipped>)> = if names.len() <= chunk {
+    let parts: Vec<Part> = if names.len() <= chunk {
         vec![read(&names)]
     } else {
         std::thread::scope(|s| {
@@ -143,14 +147,20 @@ fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     let results = || parts.iter().flat_map(|(r, _)| r).map(|(_, r)| r);
     let same = results().filter(|r| matches!(r, Read::Same)).count();
     let kept = results()
-        .filter(|r| matches!(r, Read::Same | Read::New(Ok(Some(_)))))
+        .filter(|r| match r {
+            Read::Same => true,
+            Read::New(r) => matches!(**r, Ok(Some(_))),
+        })
         .count();
     for (_, partial) in &parts {
         skipped.extend(partial.iter().cloned());
     }
     if same == kept
         && same == old.functions.len()
-        && results().all(|r| matches!(r, Read::Same | Read::New(Ok(None))))
+        && results().all(|r| match r {
+            Read::Same => true,
+            Read::New(r) => matches!(**r, Ok(None)),
+        })
     {
         // Every function as it was: compare the host-wide rest before copying anything.
         let rest = finish(paths, &root, Vec::new(), skipped);
@@ -171,7 +181,7 @@ fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     for (results, _) in parts {
         let results = results.into_iter().map(|(name, r)| {
             let r = match r {
-                Read::New(r) => r,
+                Read::New(r) => *r,
                 Read::Same => Ok(old.function(&name).cloned()),
             };
             (name, r)
