@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One table of nicplug's costs on synthetic hosts of 128, 1,024 and 4,096 functions (or the
 # PFSxVFS sizes given as arguments): discovery against the bare-read floor, and the daemon
-# measured from an independent gRPC client (Python grpcio) over its Unix sockets.
+# measured from an independent gRPC client (Python grpcio) over its Unix sockets in two layouts
+# (one pool of every VF; a pool per PF), at `--log info`, with an ifb link for every netdev in
+# its network namespace (see tests/serve/bench_serve.py).
 #   ./scripts/bench.sh                 # 4x31 8x127 32x127
 #   ./scripts/bench.sh 8x127           # one size
-# Needs the test command's venv (./scripts/test.sh makes it) and, for the rtnetlink figure, root.
+# Needs the test command's venv (./scripts/test.sh makes it) and, for the netdevs, root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -31,21 +33,38 @@ done
 import json, sys
 from pathlib import Path
 out, sizes = Path(sys.argv[1]), sys.argv[2:]
+LAYOUTS = ("one-pool", "per-pf")
+
+
+def both(fmt, key):
+    """One cell, `one pool / per-PF pools`."""
+    def cell(c, s):
+        vals = [s["layouts"][l].get(key) for l in LAYOUTS if l in s["layouts"]]
+        return " / ".join("n/a" if v is None else fmt(v) for v in vals)
+    return cell
+
+
+mib = lambda v: f"{int(v.split()[0]) / 1024:.1f}"
 rows = [
     ("functions", lambda c, s: f"{c['functions']:,}"),
     ("discovery p50 / p99 (ms)", lambda c, s: f"{c['discover_p50_ms']:.1f} / {c['discover_p99_ms']:.1f}"),
     ("bare-read floor, one thread, p50 / p99 (ms)", lambda c, s: f"{c['floor_p50_ms']:.1f} / {c['floor_p99_ms']:.1f}"),
     ("discovery / floor (p50)", lambda c, s: f"{c['discover_p50_ms'] / c['floor_p50_ms']:.2f}"),
     ("one VF removed, applied incrementally p50 / p99 (ms)", lambda c, s: f"{c['refresh_p50_ms']:.2f} / {c['refresh_p99_ms']:.2f}"),
-    ("VF removed -> ListAndWatch p50 (ms)", lambda c, s: f"{s['vf_removed_p50_ms']:.1f}"),
-    ("Allocate p50 / p99 (ms)", lambda c, s: f"{s['alloc_p50_ms']:.3f} / {s['alloc_p99_ms']:.3f}"),
-    ("no-op RPC p50 / p99 (ms)", lambda c, s: f"{s['noop_p50_ms']:.3f} / {s['noop_p99_ms']:.3f}"),
-    ("Allocate / no-op (p50, p99)", lambda c, s: f"{s['ratio_p50']:.2f}, {s['ratio_p99']:.2f}"),
-    ("link down/up -> ListAndWatch p50 (ms)", lambda c, s: f"{s['link_change_p50_ms']:.1f}" if 'link_change_p50_ms' in s else "n/a (needs root)"),
-    ("kubelet restart -> registered p50 (ms)", lambda c, s: f"{s['restart_to_registered_p50_ms']:.1f}"),
-    ("start -> registered (ms)", lambda c, s: f"{s['start_to_registered_ms']:.1f}"),
-    ("daemon peak RSS", lambda c, s: s['VmHWM']),
-    ("daemon CPU per 1,000 Allocates (ms)", lambda c, s: f"{s['cpu_ms_per_1000_allocates']:.0f}"),
+    ("**daemon, one pool / a pool per PF:**", lambda c, s: ""),
+    ("start -> every pool registered (ms)", both(lambda v: f"{v:.1f}", "start_to_registered_ms")),
+    ("daemon peak RSS (MiB)", both(mib, "VmHWM")),
+    ("bytes per function above the floor", both(lambda v: f"{v:,.0f}", "bytes_per_function")),
+    ("VF removed -> ListAndWatch p50 (ms)", both(lambda v: f"{v:.1f}", "vf_removed_p50_ms")),
+    ("Allocate p50 (ms)", both(lambda v: f"{v:.3f}", "alloc_p50_ms")),
+    ("Allocate p99 (ms)", both(lambda v: f"{v:.3f}", "alloc_p99_ms")),
+    ("no-op RPC p50 (ms)", both(lambda v: f"{v:.3f}", "noop_p50_ms")),
+    ("Allocate / no-op (p50)", both(lambda v: f"{v:.2f}", "ratio_p50")),
+    ("PF carrier lost/back -> ListAndWatch p50 (ms)", both(lambda v: f"{v:.1f}", "link_change_p50_ms")),
+    ("kubelet restart -> registered p50 (ms)", both(lambda v: f"{v:.1f}", "restart_to_registered_p50_ms")),
+    ("daemon CPU per 1,000 Allocates (ms)", both(lambda v: f"{v:.0f}", "cpu_ms_per_1000_allocates")),
+    ("netdevs in the daemon's namespace", lambda c, s: s["netdevs"]),
+    ("floor: peak RSS on a 1x1 host (MiB)", lambda c, s: f"{s['floor_VmHWM_kB'] / 1024:.1f}"),
 ]
 cols = [(json.loads((out / f"core-{z}.json").read_text()), json.loads((out / f"serve-{z}.json").read_text())) for z in sizes]
 print("| measure | " + " | ".join(sizes) + " |")

@@ -1,10 +1,12 @@
 //! Incremental re-reads: after each change to a real fixture tree, `host::refresh` of just the
-//! functions an event would name must equal a full `host::discover` of the changed tree.
+//! functions an event would name must equal a full `host::discover` of the changed tree, and a
+//! full `host::reread` against the old snapshot must say the same (or "unchanged" exactly when
+//! nothing changed).
 
 mod common;
 
 use nicplug::fixture;
-use nicplug::host::{self, Host, Scope};
+use nicplug::host::{self, Host, Reread, Scope};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,13 @@ impl Tree {
             partial, full,
             "after {what}: incremental and full reads differ"
         );
+        match host::reread(&self.node.paths, &self.held, &Scope::All).unwrap() {
+            Reread::Same => assert_eq!(self.held, full, "after {what}: the change was missed"),
+            Reread::Changed(h) => {
+                assert_eq!(h, full, "after {what}: full re-read and discovery differ");
+                assert_ne!(self.held, full, "after {what}: nothing changed");
+            }
+        }
         self.held = full;
         &self.held
     }
@@ -129,6 +138,23 @@ fn each_change_read_incrementally_equals_a_full_read() {
     fs::write(&route, text).unwrap();
     let h = t.step("default route moved", one());
     assert!(h.function("0000:3b:00.2").unwrap().netdevs[0].default_route);
+}
+
+#[test]
+fn an_unchanged_host_reads_as_the_same() {
+    let t = sample();
+    for scope in [Scope::All, Scope::function(VF)] {
+        let again = host::reread(&t.node.paths, &t.held, &scope).unwrap();
+        assert!(matches!(again, Reread::Same), "{scope:?}: {again:?}");
+    }
+    // Any one attribute differing is a change, even where a function compares equal otherwise.
+    let numa = t.held.function(VF).unwrap().numa_node.map_or(0, |n| n + 1);
+    fs::write(t.dev_dir(VF).join("numa_node"), format!("{numa}\n")).unwrap();
+    let Reread::Changed(h) = host::reread(&t.node.paths, &t.held, &Scope::All).unwrap() else {
+        panic!("a changed numa_node read as the same");
+    };
+    assert_eq!(h.function(VF).unwrap().numa_node, Some(numa));
+    assert_eq!(h, host::discover(&t.node.paths).unwrap());
 }
 
 #[test]

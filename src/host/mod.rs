@@ -12,5 +12,5 @@ pub use classes::is_representor;
 pub use majors::Majors;
 pub use model::*;
 pub use models::model_name;
-pub use read::{DiscoverError, Scope, discover, refresh};
+pub use read::{DiscoverError, Reread, Scope, discover, refresh, reread};
 pub use sysfs::is_bdf;

@@ -37,6 +37,52 @@ pub enum DiscoverError {
 
 /// Read the host described by `paths` (sysfs root and procfs root).
 pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
+    let none = Host {
+        functions: Vec::new(),
+        aux_functions: Vec::new(),
+        rdma_netns_mode: RdmaNetnsMode::Unknown,
+        rdma_cm: None,
+        skipped: Vec::new(),
+    };
+    // Against a host with nothing, "the same" means exactly that.
+    Ok(match read_all(paths, &none)? {
+        Reread::Changed(host) => host,
+        Reread::Same => none,
+    })
+}
+
+/// The host read again: the same as the old snapshot, or a new one.
+#[derive(Debug)]
+pub enum Reread {
+    Same,
+    Changed(Host),
+}
+
+/// Like [`refresh`], but says when nothing changed. A full read compares each function with
+/// `old` as it goes and keeps only those that differ, so an unchanged host is never held twice.
+pub fn reread(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Reread, DiscoverError> {
+    if *scope == Scope::All {
+        return read_all(paths, old);
+    }
+    let host = refresh(paths, old, scope)?;
+    Ok(if host == *old {
+        Reread::Same
+    } else {
+        Reread::Changed(host)
+    })
+}
+
+/// One function as read, or "the same as in the old snapshot" (boxed: an unchanged host's
+/// results then cost a few bytes per function).
+enum Read {
+    Same,
+    New(Box<Res<Option<PciFunction>>>),
+}
+
+/// One reader's results, by name, and the parts it could not read.
+type Part = (Vec<(String, Read)>, Vec<Skipped>);
+
+fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     let root = canonical_root(paths)?;
     let list_dir = root.join("bus/pci/devices");
     let entries = fs::read_dir(&list_dir).map_err(|source| DiscoverError::ListDevices {
@@ -57,6 +103,8 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
         }
     }
     names.sort();
+    // Read before the functions, so each compares with its old self complete.
+    let default_routes = default_route_ifaces(&paths.proc_root);
 
     // Reading sysfs is one syscall after another: on a big host, spread the functions over the
     // cores (each reader keeps its own PF cache; a PF's virtfn map may be read twice).
@@ -66,31 +114,86 @@ pub fn discover(paths: &HostPaths) -> Result<Host, DiscoverError> {
         let mut reader = Reader::new(&root);
         let results = part
             .iter()
-            .map(|name| (name.clone(), reader.function(name)))
+            .map(|name| {
+                let mut result = reader.function(name);
+                if let Ok(Some(f)) = &mut result {
+                    for netdev in &mut f.netdevs {
+                        netdev.default_route = default_routes.contains(&netdev.name);
+                    }
+                    if old.function(name) == Some(&*f) {
+                        return (name.clone(), Read::Same);
+                    }
+                }
+                (name.clone(), Read::New(Box::new(result)))
+            })
             .collect::<Vec<_>>();
         (results, reader.partial)
     };
-    let (results, partial): (Vec<_>, Vec<_>) = if names.len() <= chunk {
-        read(&names)
+    let parts: Vec<Part> = if names.len() <= chunk {
+        vec![read(&names)]
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = names
                 .chunks(chunk)
                 .map(|part| s.spawn(move || read(part)))
                 .collect();
-            let (mut results, mut partial) = (Vec::new(), Vec::new());
-            for h in handles {
-                let (r, p) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                results.extend(r);
-                partial.extend(p);
-            }
-            (results, partial)
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
         })
     };
-    skipped.extend(partial);
-    let mut functions = Vec::new();
-    sort_results(results, &mut functions, &mut skipped);
-    Ok(finish(paths, &root, functions, skipped))
+
+    let results = || parts.iter().flat_map(|(r, _)| r).map(|(_, r)| r);
+    let same = results().filter(|r| matches!(r, Read::Same)).count();
+    let kept = results()
+        .filter(|r| match r {
+            Read::Same => true,
+            Read::New(r) => matches!(**r, Ok(Some(_))),
+        })
+        .count();
+    for (_, partial) in &parts {
+        skipped.extend(partial.iter().cloned());
+    }
+    if same == kept
+        && same == old.functions.len()
+        && results().all(|r| match r {
+            Read::Same => true,
+            Read::New(r) => matches!(**r, Ok(None)),
+        })
+    {
+        // Every function as it was: compare the host-wide rest before copying anything.
+        let rest = finish(paths, &root, Vec::new(), skipped);
+        if rest.aux_functions == old.aux_functions
+            && rest.rdma_netns_mode == old.rdma_netns_mode
+            && rest.rdma_cm == old.rdma_cm
+            && rest.skipped == old.skipped
+        {
+            return Ok(Reread::Same);
+        }
+        return Ok(Reread::Changed(Host {
+            functions: old.functions.clone(),
+            ..rest
+        }));
+    }
+
+    let mut functions = Vec::with_capacity(kept);
+    for (results, _) in parts {
+        let results = results.into_iter().map(|(name, r)| {
+            let r = match r {
+                Read::New(r) => *r,
+                Read::Same => Ok(old.function(&name).cloned()),
+            };
+            (name, r)
+        });
+        sort_results(results, &mut functions, &mut skipped);
+    }
+    let host = finish(paths, &root, functions, skipped);
+    Ok(if host == *old {
+        Reread::Same
+    } else {
+        Reread::Changed(host)
+    })
 }
 
 /// What an event says changed in sysfs.

@@ -173,7 +173,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     }
     watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
     watch::uevents(tx.clone());
-    watch::links(tx.clone());
+    let links_watched = watch::links(tx.clone());
     // A shared plugin's `periodicUpdateInterval` only sets this safety net (read at start);
     // its 0 ("never") keeps the command line's, so a lost event is still caught.
     let rescan_every = match config.periodic_update_interval {
@@ -214,7 +214,15 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         holders: holders.clone(),
         blocked: BTreeMap::new(),
     };
+    // The first views carry live link states, so rtnetlink's first dump changes nothing.
+    let early = match links_watched {
+        true => mgr.first_link_dump(&mut rx).await,
+        false => Vec::new(),
+    };
     mgr.rebuild().await;
+    if !early.is_empty() {
+        mgr.handle(early, &mut rx).await;
+    }
     info!(
         pools = mgr.slots.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -228,7 +236,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let mut quit = signal(SignalKind::quit()).map_err(io_err(&PathBuf::from("SIGQUIT")))?;
     loop {
         tokio::select! {
-            Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
+            Some(ev) = rx.recv() => mgr.handle(vec![ev], &mut rx).await,
             _ = holders.changed.notified() => mgr.refresh_health(),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -273,8 +281,27 @@ struct Manager {
 }
 
 impl Manager {
-    async fn handle(&mut self, first: Event, rx: &mut mpsc::Receiver<Event>) {
-        let mut batch = vec![first];
+    /// Take the link states of rtnetlink's first dump (a second at most); returns the other
+    /// events that came meanwhile.
+    async fn first_link_dump(&mut self, rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+        let mut early = Vec::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(Event::Link { name, live }) => {
+                        crate::health::update_link(&mut self.links, name, live);
+                    }
+                    Some(Event::LinksDumped) | None => return early,
+                    Some(other) => early.push(other),
+                },
+                _ = &mut deadline => return early,
+            }
+        }
+    }
+
+    async fn handle(&mut self, mut batch: Vec<Event>, rx: &mut mpsc::Receiver<Event>) {
         if matches!(batch[0], Event::Rescan { .. }) {
             // Creating 127 VFs is a burst of uevents: let it land, then read sysfs once.
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -297,6 +324,7 @@ impl Manager {
                         None => (why, scope),
                     })
                 }
+                Event::LinksDumped => {}
                 Event::Link { name, live } => {
                     links_changed |= crate::health::update_link(&mut self.links, name, live)
                 }
@@ -446,9 +474,10 @@ impl Manager {
             Scope::All => "full".to_string(),
             Scope::Functions(f) => format!("{} function(s)", f.len()),
         };
-        let reread = move || host::refresh(&paths, &old, &scope);
+        let reread = move || host::reread(&paths, &old, &scope);
         let host = match tokio::task::spawn_blocking(reread).await {
-            Ok(Ok(h)) => h,
+            Ok(Ok(host::Reread::Same)) => return false,
+            Ok(Ok(host::Reread::Changed(h))) => h,
             Ok(Err(e)) => {
                 error!("rescan ({why}) failed; keeping the last snapshot: {e}");
                 return false;
@@ -458,9 +487,6 @@ impl Manager {
                 return false;
             }
         };
-        if host == *self.host {
-            return false;
-        }
         log_skipped(&self.host.skipped, &host.skipped);
         info!(why, %read, functions = host.functions.len(), "host changed");
         self.host = Arc::new(host);

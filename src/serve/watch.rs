@@ -12,15 +12,19 @@ use crate::health::{LiveLink, VfLinkState};
 use crate::host::{Scope, is_bdf};
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
-use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, State, VfInfo,
     VfLinkState as NlVfLinkState,
 };
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{
-    AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_KOBJECT_UEVENT,
+    AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket,
+    protocols::{NETLINK_KOBJECT_UEVENT, NETLINK_ROUTE},
 };
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
@@ -43,6 +47,8 @@ pub enum Event {
         name: String,
         live: Option<LiveLink>,
     },
+    /// rtnetlink's first dump has been reported in full (or refused).
+    LinksDumped,
 }
 
 /// The first wait before restarting a failed event source, doubled up to [`MAX_BACKOFF`].
@@ -419,76 +425,192 @@ fn vf_filter() -> Vec<LinkExtentMask> {
     vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats]
 }
 
+/// rtnetlink's multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+
 /// Live link state of the netdevs in our network namespace, with each PF's VF states.
-pub fn links(tx: Sender<Event>) {
-    let (mut conn, handle, mut messages) = match rtnetlink::new_connection() {
-        Ok(c) => c,
+///
+/// One rtnetlink socket of our own, read a datagram at a time: each message is reduced to an
+/// event before the next datagram is read, so thousands of netdevs cost no more memory than one.
+/// (rtnetlink's connection parses a whole dump into an unbounded queue before anyone reads it:
+/// 13.6 MB of `LinkMessage`s for 1,024 links.) Events the kernel dropped (`ENOBUFS`) mean a new
+/// dump, and a link the new dump lacks is gone. False when there is no rtnetlink to watch.
+pub fn links(tx: Sender<Event>) -> bool {
+    let open = || -> std::io::Result<TokioSocket> {
+        let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+        socket.socket_mut().bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+        Ok(socket)
+    };
+    match open() {
+        Ok(socket) => {
+            tokio::spawn(LinkWatch::default().run(socket, tx));
+            true
+        }
         Err(e) => {
             warn!("rtnetlink unavailable ({e}); link state comes from sysfs only");
-            return;
+            false
         }
-    };
-    const RTMGRP_LINK: u32 = 1;
-    if let Err(e) = conn
-        .socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK))
-    {
-        warn!("cannot subscribe to link events ({e}); link state comes from sysfs only");
-        return;
     }
-    tokio::spawn(conn);
-    tokio::spawn(async move {
-        // Subscribe first, then dump: no change can fall between the two.
-        let mut dump = handle
-            .link()
-            .get()
-            .set_filter_mask(AddressFamily::Unspec, vf_filter())
-            .execute();
-        while let Some(Ok(msg)) = dump.next().await {
-            if let Some(ev) = link_event(&msg, false)
-                && tx.send(ev).await.is_err()
-            {
-                return;
-            }
-        }
-        while let Some((msg, _)) = messages.next().await {
-            let (ev, query) = match msg.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => (
-                    link_event(&m, false),
-                    may_have_vfs(&m).then_some(m.header.index),
-                ),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
-                    (link_event(&m, true), None)
+}
+
+/// The link watcher's own state: which dump is running, and the netdevs it has reported (to
+/// tell the manager which ones a dump after lost events no longer shows).
+#[derive(Default)]
+struct LinkWatch {
+    seq: u32,
+    /// Sequence number of the dump in progress.
+    dump: Option<u32>,
+    /// Events were lost during that dump: dump again when it ends.
+    again: bool,
+    /// Names reported present, and those the running dump has shown.
+    known: HashSet<String>,
+    seen: HashSet<String>,
+    /// The first dump has ended.
+    dumped: bool,
+    /// Interface indexes whose VF list to ask for.
+    queries: Vec<u32>,
+}
+
+impl LinkWatch {
+    async fn run(mut self, socket: TokioSocket, tx: Sender<Event>) {
+        // Subscribed first, then dumped: no change can fall between the two.
+        self.request(&socket, None).await;
+        loop {
+            let datagram = match socket.recv_from_full().await {
+                Ok((buf, _)) => buf,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    warn!("link events lost (socket buffer full); reading every link again");
+                    if self.dump.is_some() {
+                        self.again = true;
+                    } else {
+                        self.request(&socket, None).await;
+                    }
+                    continue;
                 }
-                _ => (None, None),
+                Err(e) => {
+                    warn!("rtnetlink read failed ({e}); link state comes from sysfs only");
+                    return;
+                }
             };
-            if let Some(ev) = ev
-                && tx.send(ev).await.is_err()
-            {
-                return;
+            for ev in self.take(&datagram) {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            if self.dump.is_none() && std::mem::take(&mut self.again) {
+                self.request(&socket, None).await;
             }
             // Link events never carry the VF list, and setting a VF's state through its PF
             // (`ip link set <pf> vf N state ...`) raises nothing but a plain event on the PF:
-            // ask for the list now (one round trip, after the event itself went out).
-            let Some(index) = query else { continue };
-            let mut get = handle
-                .link()
-                .get()
-                .match_index(index)
-                .set_filter_mask(AddressFamily::Unspec, vf_filter())
-                .execute();
-            if let Some(Ok(m)) = get.next().await
-                && m.attributes
-                    .iter()
-                    .any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
-                && let Some(ev) = link_event(&m, false)
-                && tx.send(ev).await.is_err()
-            {
-                return;
+            // ask for the list now (the answer comes back on this socket).
+            for index in std::mem::take(&mut self.queries) {
+                self.request(&socket, Some(index)).await;
             }
         }
-    });
+    }
+
+    /// Ask for every link (`None`: a dump) or one, with the VF list.
+    async fn request(&mut self, socket: &TokioSocket, index: Option<u32>) {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::ExtMask(vf_filter()));
+        msg.header.index = index.unwrap_or(0);
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(msg));
+        req.header.flags = NLM_F_REQUEST | if index.is_none() { NLM_F_DUMP } else { 0 };
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut buf = vec![0; req.buffer_len()];
+        req.serialize(&mut buf);
+        match socket.send_to(&buf, &SocketAddr::new(0, 0)).await {
+            Ok(_) if index.is_none() => {
+                self.dump = Some(self.seq);
+                self.seen.clear();
+            }
+            Ok(_) => {}
+            Err(e) => warn!("cannot ask rtnetlink for links ({e}); asked again on lost events"),
+        }
+    }
+
+    fn first_dump_ended(&mut self) -> Option<Event> {
+        (!std::mem::replace(&mut self.dumped, true)).then_some(Event::LinksDumped)
+    }
+
+    /// The events in one datagram, in order; ends the running dump at its `NLMSG_DONE`.
+    fn take(&mut self, datagram: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut rest = datagram;
+        while let Ok(header) = NetlinkBuffer::new_checked(rest) {
+            let len = header.length() as usize;
+            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]);
+            rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+            let Ok(msg) = parsed else {
+                debug!("rtnetlink: undecodable message skipped");
+                continue;
+            };
+            let seq = msg.header.sequence_number;
+            let ours = self.dump.is_some_and(|s| s == seq);
+            let ev = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+                    if seq == 0 {
+                        // A change the kernel announced, not an answer.
+                        if may_have_vfs(&m) {
+                            self.queries.push(m.header.index);
+                        }
+                    } else if !ours
+                        && !m
+                            .attributes
+                            .iter()
+                            .any(|a| matches!(a, LinkAttribute::VfInfoList(_)))
+                    {
+                        // An answer for a VF list that has none says nothing new.
+                        continue;
+                    }
+                    link_event(&m, false)
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => {
+                    link_event(&m, true)
+                }
+                NetlinkPayload::Done(_) if ours => {
+                    self.dump = None;
+                    // What a complete dump no longer shows has left the namespace.
+                    let seen = std::mem::take(&mut self.seen);
+                    self.known.retain(|name| {
+                        seen.contains(name) || {
+                            events.push(Event::Link {
+                                name: name.clone(),
+                                live: None,
+                            });
+                            false
+                        }
+                    });
+                    self.first_dump_ended()
+                }
+                NetlinkPayload::Error(e) if ours => {
+                    // The dump did not run: the next lost event asks again.
+                    warn!("rtnetlink refused the link dump: {e}");
+                    self.dump = None;
+                    self.seen = HashSet::new();
+                    self.first_dump_ended()
+                }
+                _ => None,
+            };
+            let Some(ev) = ev else { continue };
+            if let Event::Link { name, live } = &ev {
+                if live.is_some() {
+                    if ours {
+                        self.seen.insert(name.clone());
+                    }
+                    if !self.known.contains(name) {
+                        self.known.insert(name.clone());
+                    }
+                } else {
+                    self.known.remove(name);
+                }
+            }
+            events.push(ev);
+        }
+        events
+    }
 }
 
 /// A netdev of a device (no `IFLA_LINKINFO` kind, unlike veth, bridge, vlan, ...): possibly a
@@ -714,6 +836,92 @@ mod tests {
         ] {
             assert_eq!(uevent_scope(&uevent(&fields)), want, "{fields:?}");
         }
+    }
+
+    /// One datagram of rtnetlink messages as the kernel sends them, answering sequence `seq`.
+    fn datagram(seq: u32, links: &[(&str, bool)], done: bool) -> Vec<u8> {
+        use rtnetlink::packet_core::DoneMessage;
+        let mut out = Vec::new();
+        let mut push = |mut msg: NetlinkMessage<RouteNetlinkMessage>| {
+            msg.header.sequence_number = seq;
+            msg.finalize();
+            let start = out.len();
+            out.resize(start + msg.buffer_len(), 0);
+            msg.serialize(&mut out[start..]);
+        };
+        for (name, up) in links {
+            let mut m = LinkMessage::default();
+            if *up {
+                m.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+            }
+            m.attributes.push(LinkAttribute::IfName(name.to_string()));
+            push(NetlinkMessage::from(RouteNetlinkMessage::NewLink(m)));
+        }
+        if done {
+            push(NetlinkMessage::new(
+                Default::default(),
+                NetlinkPayload::Done(DoneMessage::default()),
+            ));
+        }
+        out
+    }
+
+    fn names(events: &[Event]) -> Vec<(String, Option<bool>)> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Link { name, live } => (name.clone(), live.as_ref().map(|l| l.admin_up)),
+                other => panic!("not a link event: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dump_after_lost_events_reports_the_links_gone_meanwhile() {
+        let mut w = LinkWatch {
+            dump: Some(1),
+            ..LinkWatch::default()
+        };
+        let first = w.take(&datagram(
+            1,
+            &[("ens1f0v0", true), ("ens1f0v1", false)],
+            false,
+        ));
+        assert_eq!(
+            names(&first),
+            [
+                ("ens1f0v0".into(), Some(true)),
+                ("ens1f0v1".into(), Some(false))
+            ]
+        );
+        let end = w.take(&datagram(1, &[], true));
+        assert!(matches!(end[..], [Event::LinksDumped]), "{end:?}");
+        assert_eq!(w.dump, None);
+        // A multicast event (sequence 0) between dumps.
+        let ev = w.take(&datagram(0, &[("ens1f0v2", true)], false));
+        assert_eq!(names(&ev), [("ens1f0v2".into(), Some(true))]);
+
+        // Events were lost; the new dump no longer shows ens1f0v1: it left the namespace.
+        w.dump = Some(2);
+        let mut again = w.take(&datagram(
+            2,
+            &[("ens1f0v0", false), ("ens1f0v2", true)],
+            true,
+        ));
+        again.sort_by_key(|e| format!("{e:?}"));
+        assert_eq!(
+            names(&again),
+            [
+                ("ens1f0v0".into(), Some(false)),
+                ("ens1f0v1".into(), None),
+                ("ens1f0v2".into(), Some(true)),
+            ]
+        );
+        assert_eq!(w.known.len(), 2);
+        // A truncated datagram yields what it holds whole, and nothing else.
+        let mut cut = datagram(0, &[("ens1f0v3", true), ("ens1f0v4", true)], false);
+        cut.truncate(cut.len() - 3);
+        assert_eq!(names(&w.take(&cut)), [("ens1f0v3".into(), Some(true))]);
     }
 
     /// One netlink attribute as the kernel lays it out: length, type, payload, padding to 4.
