@@ -68,7 +68,7 @@ pub struct ServeOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("config {path}: {source}")]
+    #[error("config {path}")]
     Config {
         path: PathBuf,
         #[source]
