@@ -344,8 +344,9 @@ pub fn check(config: &Config, default_prefix: &str, plugin_dir: &Path) -> Result
 fn clash_fix(what: &str) -> String {
     match what {
         "environment variable" | "per-device environment variables" => {
-            "rename one resource: variable names are upper case with '.', '/' and '-' as '_' \
-             (the SR-IOV plugin's scheme), so names differing only there or in case clash"
+            "rename one resource: variable names are upper case with '.' and the '/' as '_' \
+             (the SR-IOV plugin's scheme), so names differing only in '.' against '_' or in \
+             case clash"
                 .to_owned()
         }
         "resource name" => {

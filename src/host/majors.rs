@@ -3,9 +3,9 @@
 //! A `dev` file says `MAJOR:MINOR`, and that number becomes a device node in a container: a
 //! wrong one hands out a different device (a disk is `8:0`). So every number is checked against
 //! `/proc/devices`, which names the driver owning each major: uverbs nodes must belong to
-//! `infiniband_verbs`, umad and issm to `infiniband_mad`, `rdma_cm` to `misc` (and, for the
-//! classes that carry numbers, vfio groups to `vfio`, uio to `uio`, vhost-vdpa to `vhost-vdpa`:
-//! [`Majors::owns`]). And no node may belong to two functions: two functions naming the same
+//! `infiniband_verbs`, umad and issm to `infiniband_mad`, `rdma_cm` to `misc`. ([`Majors::owns`]
+//! also knows `vfio`, `uio` and `vhost-vdpa`, but the UIO and vhost-vdpa numbers of those
+//! classes are not checked yet: a known gap, listed in docs/security.md.) And no node may belong to two functions: two functions naming the same
 //! node or number would put one device into two pods. A function failing either check is
 //! skipped with the file named, like any broken function.
 //!
@@ -93,7 +93,12 @@ fn read_small(path: &Path) -> std::io::Result<String> {
         return Err(std::io::Error::other("not a regular file"));
     }
     let mut text = String::new();
-    file.take(MAX_BYTES).read_to_string(&mut text)?;
+    // One byte past the cap tells a cut-off table from a whole one: a partial table would
+    // refuse functions whose drivers it lost.
+    file.take(MAX_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(std::io::Error::other("larger than any /proc/devices"));
+    }
     Ok(text)
 }
 

@@ -162,8 +162,10 @@ fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
             Read::New(r) => matches!(**r, Ok(None)),
         })
     {
-        // Every function as it was: compare the host-wide rest before copying anything.
-        let rest = finish(paths, &root, Vec::new(), skipped);
+        // Every function as it was: compare the host-wide rest before copying anything. When
+        // the rest differs, the full path below checks it against the functions too (no node
+        // claimed by two devices, majors owned by their drivers).
+        let rest = finish(paths, &root, Vec::new(), skipped.clone());
         if rest.aux_functions == old.aux_functions
             && rest.rdma_netns_mode == old.rdma_netns_mode
             && rest.rdma_cm == old.rdma_cm
@@ -171,10 +173,6 @@ fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
         {
             return Ok(Reread::Same);
         }
-        return Ok(Reread::Changed(Host {
-            functions: old.functions.clone(),
-            ..rest
-        }));
     }
 
     let mut functions = Vec::with_capacity(kept);

@@ -114,7 +114,8 @@ pub fn parse_config(text: &str, format: Format) -> Result<Config, ConfigError> {
     }
 }
 
-/// Reads and parses a config file: YAML for `.yaml`/`.yml`, JSON otherwise.
+/// Reads and parses a config file, its syntax by [`super::format_of`] (the extension, else its
+/// first character).
 pub fn parse_config_file(path: &Path) -> Result<Config, ConfigError> {
     parse_config_bytes(path, super::read_config_bytes(path)?)
 }
