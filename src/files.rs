@@ -20,12 +20,18 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// removed. Not fsynced: both kinds of file are rewritten when the daemon starts or allocates
 /// again, so surviving a power loss would buy nothing.
 pub fn write_atomically(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    let existed = dir.is_dir();
     if let Err(e) = std::fs::create_dir_all(dir) {
         // create_dir_all says "File exists" when a file is in the way: say what is wrong.
         return Err(match dir.metadata() {
             Ok(m) if !m.is_dir() => std::io::Error::other("not a directory"),
             _ => e,
         });
+    }
+    if !existed {
+        // Readable by the CNI and the runtime whatever umask was in force: a plugin socket
+        // bound on another thread at this moment narrows it (see `serve::server`).
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     }
     // Dropping the temp file on any error below removes it.
     let mut tmp = tempfile::Builder::new()

@@ -118,6 +118,13 @@ pub enum Reason {
         port: u32,
         state: String,
     },
+    /// Kubelet still holds the device under another resource (a reload moved it).
+    HeldElsewhere {
+        resource: String,
+    },
+    /// Kubelet still holds the device under this resource, but it left the pool (gone from
+    /// the host, or moved by a reload): listed until released.
+    LeftPool,
 }
 
 impl fmt::Display for Reason {
@@ -140,6 +147,10 @@ impl fmt::Display for Reason {
             Reason::OwnPortDown { ibdev, port, state } => {
                 write!(f, "own RDMA port {ibdev}/{port} {state}")
             }
+            Reason::HeldElsewhere { resource } => {
+                write!(f, "held under {resource} until kubelet releases it")
+            }
+            Reason::LeftPool => write!(f, "left the pool; listed until kubelet releases it"),
         }
     }
 }

@@ -342,20 +342,30 @@ impl Manager {
             self.refresh_health();
         }
         if cdi_touched || rescanned {
-            self.repair_cdi();
+            self.repair_cdi().await;
         }
     }
 
     /// Write again any spec someone else changed or removed: Allocate names them.
-    fn repair_cdi(&mut self) {
-        let Some(dir) = &mut self.cdi_dir else { return };
-        match dir.repair() {
-            Ok(names) => {
-                for file in names {
-                    warn!(dir = %dir.dir().display(), %file, "CDI spec changed or removed by someone else; written again");
+    /// File I/O: in the blocking pool, like every other spec write.
+    async fn repair_cdi(&mut self) {
+        let Some(mut dir) = self.cdi_dir.take() else {
+            return;
+        };
+        let repair = move || {
+            match dir.repair() {
+                Ok(names) => {
+                    for file in names {
+                        warn!(dir = %dir.dir().display(), %file, "CDI spec changed or removed by someone else; written again");
+                    }
                 }
+                Err(e) => error!(dir = %dir.dir().display(), "cannot write a CDI spec again: {e}"),
             }
-            Err(e) => error!(dir = %dir.dir().display(), "cannot write a CDI spec again: {e}"),
+            dir
+        };
+        match tokio::task::spawn_blocking(repair).await {
+            Ok(dir) => self.cdi_dir = Some(dir),
+            Err(e) => error!("repairing CDI specs panicked: {e}"),
         }
     }
 

@@ -63,7 +63,8 @@ impl PoolEndpoint {
         }
         // Only kubelet (root) has business on this socket: create it 0600, then make sure. The
         // umask is process-wide: a file another thread creates meanwhile is only made stricter,
-        // and the writers of files others read (CDI specs, device-info) set their mode anyway.
+        // and the writers of files and directories others read (CDI specs, device-info) set
+        // their mode anyway (`files::write_atomically`).
         let old_mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
         let bound = UnixListener::bind(&socket);
         rustix::process::umask(old_mask);

@@ -106,12 +106,19 @@ impl PoolView {
             if let Some(other) = claims.elsewhere(&self.pool.name, id) {
                 *ok = false;
                 self.held_elsewhere.insert(id.clone(), other.to_string());
+                self.reasons.insert(
+                    id.clone(),
+                    Reason::HeldElsewhere {
+                        resource: other.to_string(),
+                    },
+                );
             }
         }
         for id in claims.of(&self.pool.name) {
             if !self.health.contains_key(id) {
                 self.ghosts.push(id.to_string());
                 self.health.insert(id.to_string(), false);
+                self.reasons.insert(id.to_string(), Reason::LeftPool);
             }
         }
     }

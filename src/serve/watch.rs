@@ -553,7 +553,9 @@ impl LinkWatch {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
                     if seq == 0 {
                         // A change the kernel announced, not an answer.
-                        if may_have_vfs(&m) {
+                        if may_have_vfs(&m) && !self.queries.contains(&m.header.index) {
+                            // One question per link however many events it raised: a
+                            // burst of answers would overrun the socket.
                             self.queries.push(m.header.index);
                         }
                     } else if !ours
@@ -597,13 +599,16 @@ impl LinkWatch {
             let Some(ev) = ev else { continue };
             if let Event::Link { name, live } = &ev {
                 if live.is_some() {
-                    if ours {
+                    // Any sign of life while a dump runs counts, not only the dump's own
+                    // answer: a link announced behind the dump's position is still there.
+                    if self.dump.is_some() {
                         self.seen.insert(name.clone());
                     }
                     if !self.known.contains(name) {
                         self.known.insert(name.clone());
                     }
                 } else {
+                    self.seen.remove(name);
                     self.known.remove(name);
                 }
             }
