@@ -347,25 +347,35 @@ impl Manager {
     }
 
     /// Write again any spec someone else changed or removed: Allocate names them.
-    /// File I/O: in the blocking pool, like every other spec write.
     async fn repair_cdi(&mut self) {
+        self.in_cdi_dir("repairing CDI specs", |dir| match dir.repair() {
+            Ok(names) => {
+                for file in names {
+                    warn!(dir = %dir.dir().display(), %file, "CDI spec changed or removed by someone else; written again");
+                }
+            }
+            Err(e) => error!(dir = %dir.dir().display(), "cannot write a CDI spec again: {e}"),
+        })
+        .await;
+    }
+
+    /// Run `f` on the CDI spec directory in the blocking pool (file I/O never runs on the
+    /// threads that answer kubelet), then keep the directory for the next time.
+    async fn in_cdi_dir(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut cdi::SpecDir) + Send + 'static,
+    ) {
         let Some(mut dir) = self.cdi_dir.take() else {
             return;
         };
-        let repair = move || {
-            match dir.repair() {
-                Ok(names) => {
-                    for file in names {
-                        warn!(dir = %dir.dir().display(), %file, "CDI spec changed or removed by someone else; written again");
-                    }
-                }
-                Err(e) => error!(dir = %dir.dir().display(), "cannot write a CDI spec again: {e}"),
-            }
+        let work = move || {
+            f(&mut dir);
             dir
         };
-        match tokio::task::spawn_blocking(repair).await {
+        match tokio::task::spawn_blocking(work).await {
             Ok(dir) => self.cdi_dir = Some(dir),
-            Err(e) => error!("repairing CDI specs panicked: {e}"),
+            Err(e) => error!("{what} panicked: {e}"),
         }
     }
 
@@ -599,29 +609,21 @@ impl Manager {
             }
         }
         // Specs of resources gone from the config, or left without devices.
-        if let Some(mut dir) = self.cdi_dir.take() {
-            let keep = self
-                .slots
-                .iter()
-                .filter(|(_, s)| s.view.borrow().cdi.is_some())
-                .map(|(resource, _)| cdi::file_name(resource))
-                .collect();
-            let retain = move || {
-                match dir.retain(&keep) {
-                    Ok(gone) => {
-                        for file in gone {
-                            info!(dir = %dir.dir().display(), %file, "CDI spec removed");
-                        }
-                    }
-                    Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
+        let keep = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.view.borrow().cdi.is_some())
+            .map(|(resource, _)| cdi::file_name(resource))
+            .collect();
+        self.in_cdi_dir("removing CDI specs", move |dir| match dir.retain(&keep) {
+            Ok(gone) => {
+                for file in gone {
+                    info!(dir = %dir.dir().display(), %file, "CDI spec removed");
                 }
-                dir
-            };
-            match tokio::task::spawn_blocking(retain).await {
-                Ok(dir) => self.cdi_dir = Some(dir),
-                Err(e) => error!("removing CDI specs panicked: {e}"),
             }
-        }
+            Err(e) => error!(dir = %dir.dir().display(), "cannot remove a CDI spec: {e}"),
+        })
+        .await;
         self.publish_views();
     }
 
