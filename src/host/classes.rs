@@ -16,8 +16,10 @@
 use super::model::{CharDev, NetDev, PciFunction, Skipped, VdpaDevice, VdpaKind};
 use super::read::netdevs;
 use super::sysfs::*;
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Marks the skipped entries [`attach_vdpa`] made, so a partial re-read can replace them.
 const VDPA_LIST: &str = "bus/vdpa/devices";
@@ -97,38 +99,43 @@ pub(super) fn is_vdpa_skip(s: &Skipped) -> bool {
 
 /// Reads every vDPA device and hangs it on its parent among `functions` (sorted by address).
 /// Devices whose parent is not a function of interest are passed over silently.
-pub(super) fn attach_vdpa(root: &Path, functions: &mut [PciFunction], skipped: &mut Vec<Skipped>) {
-    // Functions a partial re-read kept carry their old device: read them all afresh.
-    for f in functions.iter_mut() {
-        f.vdpa = None;
-    }
+pub(super) fn attach_vdpa(
+    root: &Path,
+    functions: &mut [Arc<PciFunction>],
+    skipped: &mut Vec<Skipped>,
+) {
+    // Read them all afresh (functions a partial re-read kept carry their old device), then
+    // touch only the functions whose device changed: the others stay shared with the old
+    // snapshot.
+    let mut found: HashMap<String, VdpaDevice> = HashMap::new();
     let list = root.join(VDPA_LIST);
-    let names = match list_names(&list) {
-        Ok(names) => names,
-        Err(skip) => {
-            skipped.push(Skipped {
-                address: VDPA_LIST.into(),
-                file: skip.file,
-                reason: skip.reason,
-            });
-            return;
-        }
-    };
-    for name in names {
-        match vdpa_device(root, &name) {
-            Ok(Some((parent, dev))) => {
-                if let Ok(i) = functions.binary_search_by(|f| f.address.as_str().cmp(&parent))
-                    && functions[i].vdpa.is_none()
-                {
-                    functions[i].vdpa = Some(dev);
+    match list_names(&list) {
+        Ok(names) => {
+            for name in names {
+                match vdpa_device(root, &name) {
+                    // The first device per parent, as before.
+                    Ok(Some((parent, dev))) => {
+                        found.entry(parent).or_insert(dev);
+                    }
+                    Ok(None) => {}
+                    Err(skip) => skipped.push(Skipped {
+                        address: format!("{VDPA_LIST}/{name}"),
+                        file: skip.file,
+                        reason: skip.reason,
+                    }),
                 }
             }
-            Ok(None) => {}
-            Err(skip) => skipped.push(Skipped {
-                address: format!("{VDPA_LIST}/{name}"),
-                file: skip.file,
-                reason: skip.reason,
-            }),
+        }
+        Err(skip) => skipped.push(Skipped {
+            address: VDPA_LIST.into(),
+            file: skip.file,
+            reason: skip.reason,
+        }),
+    }
+    for f in functions.iter_mut() {
+        let dev = found.remove(&f.address);
+        if f.vdpa != dev {
+            Arc::make_mut(f).vdpa = dev;
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -132,15 +133,30 @@ struct Owner<'a> {
     rdma: &'a RdmaDevice,
 }
 
-/// A node claimed by a function (address, node, its `dev` file).
-type Claim<'a> = (&'a str, &'a CharDev, PathBuf);
+/// A node claimed by a function. Its `dev` file, `<dir>/<class>/<node>/dev`, is built only to
+/// report a fault: a path per node on every rescan was most of a rescan's heap.
+struct Claim<'a> {
+    address: &'a str,
+    node: &'a CharDev,
+    dir: &'a Path,
+    class: &'static str,
+}
+
+impl Claim<'_> {
+    fn file(&self, root: &Path) -> PathBuf {
+        root.join(self.dir)
+            .join(self.class)
+            .join(&self.node.name)
+            .join("dev")
+    }
+}
 
 /// Check every function's device numbers; move the failing ones from `functions` and
 /// `aux_functions` to `skipped`, and drop an `rdma_cm` whose major is not `misc`'s.
 pub(super) fn check(
     proc_root: &Path,
     root: &Path,
-    functions: &mut Vec<PciFunction>,
+    functions: &mut Vec<Arc<PciFunction>>,
     aux_functions: &mut Vec<AuxFunction>,
     skipped: &mut Vec<Skipped>,
     rdma_cm: &mut Option<CharDev>,
@@ -181,21 +197,21 @@ pub(super) fn check(
         .collect();
 
     let mut bad: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
-    let dev_file = |o: &Owner, class: &str, n: &CharDev| {
-        root.join(o.dir).join(class).join(&n.name).join("dev")
-    };
-    // Who claims each number and each node path.
-    let mut by_number: BTreeMap<(u32, u32), Vec<Claim>> = BTreeMap::new();
-    let mut by_path: BTreeMap<&str, Vec<Claim>> = BTreeMap::new();
+    let mut claims = Vec::new();
     for o in &owners {
         for (class, node) in nodes(o.rdma) {
-            let file = dev_file(o, class, node);
+            let claim = Claim {
+                address: o.address,
+                node,
+                dir: o.dir,
+                class,
+            };
             if let Some(majors) = &majors {
                 let driver = driver_of(&node.name);
                 if !majors.owns(driver, node.major) {
                     bad.entry(o.address.to_owned()).or_insert_with(|| {
                         (
-                            file.clone(),
+                            claim.file(root),
                             format!(
                                 "{} has major {}, which /proc/devices does not give {driver} \
                                  (its majors: {})",
@@ -207,40 +223,49 @@ pub(super) fn check(
                     });
                 }
             }
-            by_number
-                .entry((node.major, node.minor))
-                .or_default()
-                .push((o.address, node, file.clone()));
-            by_path
-                .entry(&node.path)
-                .or_default()
-                .push((o.address, node, file));
+            claims.push(claim);
         }
     }
+    // Node paths are the functions' own; numbers are also claimed by rdma_cm.
+    let with_path = claims.len();
     if let Some(cm) = &*rdma_cm {
-        let file = root.join("class/misc/rdma_cm/dev");
-        by_number
-            .entry((cm.major, cm.minor))
-            .or_default()
-            .push(("rdma_cm", cm, file));
+        // `class/misc/rdma_cm/dev`
+        claims.push(Claim {
+            address: "rdma_cm",
+            node: cm,
+            dir: Path::new("class"),
+            class: "misc",
+        });
     }
+    // Who claims each number and each node path: runs of equal keys, in key order and, within
+    // a run, in the order read.
+    let mut by_number: Vec<usize> = (0..claims.len()).collect();
+    by_number.sort_by_key(|&i| (claims[i].node.major, claims[i].node.minor));
+    let mut by_path: Vec<usize> = (0..with_path).collect();
+    by_path.sort_by(|&a, &b| claims[a].node.path.cmp(&claims[b].node.path));
+    let number = |&a: &usize, &b: &usize| {
+        (claims[a].node.major, claims[a].node.minor) == (claims[b].node.major, claims[b].node.minor)
+    };
+    let path = |&a: &usize, &b: &usize| claims[a].node.path == claims[b].node.path;
     let shared = by_number
-        .values()
-        .map(|claims| (claims, "number"))
-        .chain(by_path.values().map(|claims| (claims, "node")));
-    for (claims, what) in shared {
-        if claims.len() < 2 {
+        .chunk_by(number)
+        .map(|run| (run, "number"))
+        .chain(by_path.chunk_by(path).map(|run| (run, "node")));
+    for (run, what) in shared {
+        if run.len() < 2 {
             continue;
         }
-        for (address, node, file) in claims {
-            let others: Vec<String> = claims
+        for &i in run {
+            let Claim { address, node, .. } = claims[i];
+            let others: Vec<String> = run
                 .iter()
-                .filter(|(a, n, _)| a != address || n.name != node.name)
-                .map(|(a, n, _)| format!("{n} of {a}", n = n.name))
+                .map(|&j| &claims[j])
+                .filter(|c| c.address != address || c.node.name != node.name)
+                .map(|c| format!("{n} of {a}", n = c.node.name, a = c.address))
                 .collect();
-            bad.entry((*address).to_owned()).or_insert_with(|| {
+            bad.entry(address.to_owned()).or_insert_with(|| {
                 (
-                    file.clone(),
+                    claims[i].file(root),
                     format!(
                         "{} ({}:{}) has the same {what} as {}; no node is given to two devices",
                         node.name,

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A character device node, with its number as the kernel reports it in sysfs `dev`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -310,8 +311,10 @@ pub struct Skipped {
 /// Everything discovery learned about the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Host {
-    /// Functions of interest, sorted by PCI address.
-    pub functions: Vec<PciFunction>,
+    /// Functions of interest, sorted by PCI address. Shared: a re-read or a refresh keeps the
+    /// unchanged ones, so the old and the new snapshot never hold a function twice.
+    #[serde(serialize_with = "shared_seq")]
+    pub functions: Vec<Arc<PciFunction>>,
     /// Scalable functions on the auxiliary bus, sorted by name (numerically).
     pub aux_functions: Vec<AuxFunction>,
     pub rdma_netns_mode: RdmaNetnsMode,
@@ -321,12 +324,17 @@ pub struct Host {
     pub skipped: Vec<Skipped>,
 }
 
+/// Shared items serialised as themselves (without serde's `rc` feature for one field).
+fn shared_seq<T: Serialize, S: serde::Serializer>(v: &[Arc<T>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|x| &**x))
+}
+
 impl Host {
     pub fn function(&self, address: &str) -> Option<&PciFunction> {
         self.functions
             .binary_search_by(|f| f.address.as_str().cmp(address))
             .ok()
-            .map(|i| &self.functions[i])
+            .map(|i| &*self.functions[i])
     }
 
     pub fn aux_function(&self, name: &str) -> Option<&AuxFunction> {
@@ -344,7 +352,7 @@ impl Host {
     pub fn devices(&self) -> impl Iterator<Item = Device<'_>> {
         self.functions
             .iter()
-            .map(Device::Pci)
+            .map(|f| Device::Pci(f))
             .chain(self.aux_functions.iter().map(Device::Aux))
     }
 }

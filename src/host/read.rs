@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tracing::warn;
 
 /// Discovery failed as a whole (a single bad function never does this).
@@ -179,8 +180,13 @@ fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     for (results, _) in parts {
         let results = results.into_iter().map(|(name, r)| {
             let r = match r {
-                Read::New(r) => *r,
-                Read::Same => Ok(old.function(&name).cloned()),
+                Read::New(r) => r.map(|f| f.map(Arc::new)),
+                // Shared with the old snapshot, not copied.
+                Read::Same => Ok(old
+                    .functions
+                    .binary_search_by(|f| f.address.as_str().cmp(&name))
+                    .ok()
+                    .map(|i| old.functions[i].clone())),
             };
             (name, r)
         });
@@ -257,7 +263,7 @@ pub fn refresh(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Host, Dis
         results.insert(address, result);
     }
 
-    let mut functions: Vec<PciFunction> = old
+    let mut functions: Vec<Arc<PciFunction>> = old
         .functions
         .iter()
         .filter(|f| !results.contains_key(&f.address))
@@ -275,6 +281,9 @@ pub fn refresh(paths: &HostPaths, old: &Host, scope: &Scope) -> Result<Host, Dis
         .cloned()
         .collect();
     skipped.extend(reader.partial);
+    let results = results
+        .into_iter()
+        .map(|(name, r)| (name, r.map(|f| f.map(Arc::new))));
     sort_results(results, &mut functions, &mut skipped);
     functions.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(finish(paths, &root, functions, skipped))
@@ -289,8 +298,8 @@ fn canonical_root(paths: &HostPaths) -> Result<PathBuf, DiscoverError> {
 
 /// Functions read to `functions`, failures to `skipped`, in the order given.
 fn sort_results(
-    results: impl IntoIterator<Item = (String, Res<Option<PciFunction>>)>,
-    functions: &mut Vec<PciFunction>,
+    results: impl IntoIterator<Item = (String, Res<Option<Arc<PciFunction>>>)>,
+    functions: &mut Vec<Arc<PciFunction>>,
     skipped: &mut Vec<Skipped>,
 ) {
     for (name, result) in results {
@@ -310,7 +319,7 @@ fn sort_results(
 fn finish(
     paths: &HostPaths,
     root: &Path,
-    mut functions: Vec<PciFunction>,
+    mut functions: Vec<Arc<PciFunction>>,
     mut skipped: Vec<Skipped>,
 ) -> Host {
     let default_routes = default_route_ifaces(&paths.proc_root);
@@ -325,11 +334,16 @@ fn finish(
         &mut skipped,
         &mut rdma_cm,
     );
-    for netdev in functions
-        .iter_mut()
-        .flat_map(|f| f.netdevs.iter_mut())
-        .chain(aux_functions.iter_mut().flat_map(|a| a.netdevs.iter_mut()))
-    {
+    // A function whose routes did not move stays shared with the old snapshot.
+    let routed = |n: &NetDev| n.default_route == default_routes.contains(&n.name);
+    for f in &mut functions {
+        if !f.netdevs.iter().all(routed) {
+            for netdev in &mut Arc::make_mut(f).netdevs {
+                netdev.default_route = default_routes.contains(&netdev.name);
+            }
+        }
+    }
+    for netdev in aux_functions.iter_mut().flat_map(|a| a.netdevs.iter_mut()) {
         netdev.default_route = default_routes.contains(&netdev.name);
     }
     // One order whichever way the snapshot was read, so snapshots compare equal.
