@@ -23,6 +23,7 @@ pub mod paths;
 pub mod pools;
 pub mod render;
 pub mod report;
+pub mod resolved;
 pub mod serve;
 pub mod uds;
 
