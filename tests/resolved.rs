@@ -259,7 +259,8 @@ fn options_are_per_device() {
         }),
         ..plain.clone()
     };
-    let e = edits::container_edits_for(&[no_eal.clone()], &base, &n.host, &n.paths).unwrap();
+    let e = edits::container_edits_for(std::slice::from_ref(&no_eal), &base, &n.host, &n.paths)
+        .unwrap();
     assert!(!e.env.contains_key(&base.eal_args()));
 }
 
