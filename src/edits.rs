@@ -4,9 +4,7 @@
 //! device plugin's pools and a DRA claim both call [`container_edits_for`].
 
 use crate::device_id::DeviceId;
-use crate::host::{
-    CharDev, Device, Host, PciFunction, RdmaNetnsMode, VdpaDevice, is_bdf, is_sf_name,
-};
+use crate::host::{CharDev, Device, Host, PciFunction, RdmaNetnsMode, VdpaDevice, layout};
 use crate::info;
 use crate::paths::HostPaths;
 use crate::pools::Pool;
@@ -331,20 +329,26 @@ pub fn eal_args_for(devices: &[ResolvedDevice], host: &Host) -> String {
     eal_list(host, &items)
 }
 
+/// EAL's option for IOVA as virtual addresses.
+pub const IOVA_VA: &str = "--iova-mode=va";
+
+/// One device of an EAL allow-list: `-a <bdf>`, or `-a auxiliary:<name>` for a device on the
+/// auxiliary bus (a scalable function).
+pub fn eal_allow(id: &str, auxiliary: bool) -> String {
+    match auxiliary {
+        true => format!("-a auxiliary:{id}"),
+        false => format!("-a {id}"),
+    }
+}
+
 /// (ID, named as `auxiliary:`) pairs into EAL arguments.
 pub(crate) fn eal_list(host: &Host, items: &[(&str, bool)]) -> String {
-    let mut args: Vec<String> = items
-        .iter()
-        .map(|(id, aux)| match aux {
-            true => format!("-a auxiliary:{id}"),
-            false => format!("-a {id}"),
-        })
-        .collect();
+    let mut args: Vec<String> = items.iter().map(|(id, aux)| eal_allow(id, *aux)).collect();
     if !items
         .iter()
         .any(|(id, _)| needs_physical_addresses(host, id))
     {
-        args.push("--iova-mode=va".into());
+        args.push(IOVA_VA.into());
     }
     args.join(" ")
 }
@@ -497,17 +501,7 @@ fn sysfs_container_path(id: &str, relative: &Path) -> Result<String, EditError> 
             _ => Err(unsafe_path("not a plain relative path")),
         })
         .collect::<Result<_, _>>()?;
-    let n = parts.len();
-    if n < 6 || parts[0] != "devices" || parts[n - 2] != "ports" || parts[n - 4] != "infiniband" {
-        return Err(unsafe_path("not an RDMA port directory under devices/"));
-    }
-    let owner_ok =
-        is_bdf(parts[n - 5]) || (n >= 7 && is_sf_name(parts[n - 5]) && is_bdf(parts[n - 6]));
-    if !owner_ok {
-        return Err(unsafe_path(
-            "the port's device is neither a PCI function nor an mlx5 SF under one",
-        ));
-    }
+    layout::check_port_dir(&parts).map_err(unsafe_path)?;
     Ok(format!("/sys/{}", parts.join("/")))
 }
 

@@ -8,6 +8,7 @@
 //! a device read from half-understood sysfs is worse than not handing it out.
 
 use super::classes;
+use super::layout;
 use super::model::*;
 use super::models::model_name;
 use super::sysfs::*;
@@ -84,7 +85,7 @@ type Part = (Vec<(String, Read)>, Vec<Skipped>);
 
 fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     let root = canonical_root(paths)?;
-    let list_dir = root.join("bus/pci/devices");
+    let list_dir = root.join(layout::PCI_DEVICES);
     let entries = fs::read_dir(&list_dir).map_err(|source| DiscoverError::ListDevices {
         path: list_dir.clone(),
         source,
@@ -363,7 +364,7 @@ impl Reader {
     /// The function at `bus/pci/devices/<name>`; `None` when that entry is gone or the function
     /// is not one we hand out.
     fn listed_function(&mut self, name: &str) -> Res<Option<PciFunction>> {
-        let link = self.root.join("bus/pci/devices").join(name);
+        let link = self.root.join(layout::PCI_DEVICES).join(name);
         match fs::symlink_metadata(&link) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             _ => self.function(name),
@@ -371,7 +372,7 @@ impl Reader {
     }
 
     fn function(&mut self, name: &str) -> Res<Option<PciFunction>> {
-        let link = self.root.join("bus/pci/devices").join(name);
+        let link = self.root.join(layout::PCI_DEVICES).join(name);
         if !is_bdf(name) {
             return Err(Skip::new(&link, "entry name is not a PCI address"));
         }
@@ -529,7 +530,7 @@ fn virtfn_map(pf_dir: &Path) -> Res<HashMap<String, u32>> {
 }
 
 pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
-    let mut net = dir.join("net");
+    let mut net = dir.join(layout::NET_DIR);
     if !net.exists() {
         // virtio-net hangs its netdev off the virtio device: <pci>/virtioN/net/<if>.
         if let Some(v) = list_names(dir)?
@@ -537,7 +538,7 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
             .find(|n| n.starts_with("virtio"))
         {
             real_dir(&dir.join(&v))?;
-            net = dir.join(v).join("net");
+            net = dir.join(v).join(layout::NET_DIR);
         }
     }
     let mut out = Vec::new();
@@ -575,7 +576,7 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
 
 /// The RDMA side of a function, or `None` for a function without one.
 pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
-    let verbs_dir = dir.join("infiniband_verbs");
+    let verbs_dir = dir.join(layout::VERBS_DIR);
     let mut uverbs = None;
     let mut uverbs_ibdev = None;
     if let Some(name) = list_names(&verbs_dir)?
@@ -588,7 +589,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
         uverbs_ibdev = attr(&d.join("ibdev"))?;
     }
 
-    let ib_dir = dir.join("infiniband");
+    let ib_dir = dir.join(layout::IB_DIR);
     let ibdevs = list_names(&ib_dir)?;
     if uverbs.is_none() && ibdevs.is_empty() {
         return Ok(None);
@@ -638,15 +639,15 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
                     .join(ibdev)
                     .join("ports")
                     .join(&p),
-                has_hw_counters: pd.join("hw_counters").is_dir(),
-                has_counters: pd.join("counters").is_dir(),
+                has_hw_counters: pd.join(layout::HW_COUNTERS).is_dir(),
+                has_counters: pd.join(layout::PORT_COUNTERS).is_dir(),
             });
         }
         ports.sort_by_key(|p| p.number);
         ports.shrink_to_fit();
     }
 
-    let mad_dir = dir.join("infiniband_mad");
+    let mad_dir = dir.join(layout::MAD_DIR);
     let (mut umad, mut issm) = (Vec::new(), Vec::new());
     for name in list_names(&mad_dir)? {
         if name.starts_with("umad") || name.starts_with("issm") {
@@ -671,21 +672,19 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
 }
 
 fn netns_mode(root: &Path) -> RdmaNetnsMode {
-    let file = root.join("module/ib_core/parameters/netns_mode");
-    match read_bounded(&file).as_deref().map(str::trim) {
-        Ok("Y" | "1") => RdmaNetnsMode::Shared,
-        Ok("N" | "0") => RdmaNetnsMode::Exclusive,
-        Ok(other) => {
-            warn!(file = %file.display(), "unrecognised RDMA netns mode {other:?}; assuming shared");
+    let file = root.join(layout::NETNS_MODE);
+    match read_bounded(&file) {
+        Ok(text) => layout::parse_netns_mode(&text).unwrap_or_else(|| {
+            warn!(file = %file.display(), "unrecognised RDMA netns mode {:?}; assuming shared", text.trim());
             RdmaNetnsMode::Unknown
-        }
+        }),
         Err(_) => RdmaNetnsMode::Unknown,
     }
 }
 
 fn rdma_cm(root: &Path) -> Option<CharDev> {
     // `class/misc/rdma_cm` is a symlink in a real sysfs; it must stay inside the root.
-    let dir = fs::canonicalize(root.join("class/misc/rdma_cm")).ok()?;
+    let dir = fs::canonicalize(root.join(layout::RDMA_CM)).ok()?;
     if !dir.starts_with(root) {
         warn!(dir = %dir.display(), "ignoring rdma_cm: it resolves outside the sysfs root");
         return None;
