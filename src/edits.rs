@@ -61,18 +61,6 @@ pub enum EditError {
     },
 }
 
-/// Name of the environment variable carrying EAL arguments for a pool's allocation (named by
-/// the same rule as `PCIDEVICE_*`).
-pub fn eal_env_name(pool: &Pool) -> String {
-    pool.env_base().eal_args()
-}
-
-/// Name of the variable listing a pool's allocated device IDs; `_INFO` is appended for the
-/// per-device records.
-pub fn pcidevice_env_name(pool: &Pool) -> String {
-    pool.env_base().pcidevice()
-}
-
 /// Every pool-wide variable an allocation from `pool` sets (identity checks compare them across
 /// pools; per-device CDI variables are [`crate::cdi::device_env`]'s).
 pub fn env_names(pool: &Pool) -> Vec<String> {
@@ -91,28 +79,32 @@ pub fn resolve_ids(
     host: &Host,
     ids: &[String],
 ) -> Result<Vec<ResolvedDevice>, EditError> {
-    let mut resolved = Vec::with_capacity(ids.len());
-    let mut unknown = Vec::new();
-    for id in ids {
-        let found = pool
-            .device(id)
-            .filter(|_| host.device(id).is_some())
-            .zip(DeviceId::parse(id).filter(|d| d.kubelet() == *id));
-        match found {
-            Some((d, device_id)) => resolved.push(ResolvedDevice {
-                id: device_id,
-                options: Arc::clone(&d.options),
-            }),
-            None => unknown.push(id.clone()),
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(EditError::UnknownIds {
-            pool: pool.name.clone(),
+    let found = |id: &str| {
+        let device_id = DeviceId::parse(id).filter(|d| d.kubelet() == id)?;
+        let d = pool.device(id).filter(|_| host.device(id).is_some())?;
+        Some(ResolvedDevice {
+            id: device_id,
+            options: Arc::clone(&d.options),
+        })
+    };
+    refuse_unknown(&pool.name, ids, |id| found(id).is_none())?;
+    Ok(ids.iter().filter_map(|id| found(id)).collect())
+}
+
+/// An error naming every ID of `ids` that `unknown` says is not there.
+fn refuse_unknown(
+    pool: &str,
+    ids: &[String],
+    unknown: impl Fn(&str) -> bool,
+) -> Result<(), EditError> {
+    let unknown: Vec<String> = ids.iter().filter(|id| unknown(id)).cloned().collect();
+    match unknown.is_empty() {
+        true => Ok(()),
+        false => Err(EditError::UnknownIds {
+            pool: pool.to_string(),
             ids: unknown,
-        });
+        }),
     }
-    Ok(resolved)
 }
 
 /// Compute the container edits for `ids` (in request order) of `pool`: the device plugin's
@@ -128,17 +120,7 @@ pub fn container_edits(
         return Err(EditError::Empty);
     }
     if let Some(shared) = &pool.shared {
-        let unknown: Vec<String> = ids
-            .iter()
-            .filter(|id| pool.device(id).is_none())
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(EditError::UnknownIds {
-                pool: pool.name.clone(),
-                ids: unknown,
-            });
-        }
+        refuse_unknown(&pool.name, ids, |id| pool.device(id).is_none())?;
         return shared_edits_for(
             &shared.members,
             &pool.env_base(),
@@ -165,17 +147,7 @@ pub fn container_edits_for(
         return Err(EditError::Empty);
     }
     let ids: Vec<String> = devices.iter().map(|d| d.id.kubelet()).collect();
-    let unknown: Vec<String> = ids
-        .iter()
-        .filter(|id| host.device(id).is_none())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        return Err(EditError::UnknownIds {
-            pool: base.name(),
-            ids: unknown,
-        });
-    }
+    refuse_unknown(&base.name(), &ids, |id| host.device(id).is_none())?;
 
     let mut edits = ContainerEdits::default();
     let mut info = BTreeMap::new();
@@ -227,16 +199,6 @@ pub fn container_edits_for(
         edits.env.insert(base.eal_args(), eal_list(host, &eal));
     }
     Ok(edits)
-}
-
-/// Variable listing the ibdevs of the HCAs a shared pool's container got, comma-separated.
-pub fn shared_ibdevs_env_name(pool: &Pool) -> String {
-    pool.env_base().shared_ibdevs()
-}
-
-/// Variable listing the PCI addresses of those HCAs, in the same order.
-pub fn shared_pci_env_name(pool: &Pool) -> String {
-    pool.env_base().shared_pci()
 }
 
 /// A shared allocation's edits: whatever IDs were asked, every member HCA's RDMA nodes (those

@@ -606,7 +606,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
         // Every component of a port's path is checked to be a real directory: the port
         // directory becomes a bind mount's host path.
         real_dir(&ib_dir.join(ibdev))?;
-        let ports_dir = ib_dir.join(ibdev).join("ports");
+        let ports_dir = layout::ports_dir(dir, ibdev);
         for p in list_names(&ports_dir)? {
             let pd = ports_dir.join(&p);
             real_dir(&pd)?;
@@ -634,11 +634,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
                     .map(|s| s.split_once(": ").map_or(s.as_str(), |x| x.1).to_string()),
                 link_layer,
                 pkey,
-                sysfs_dir: sysfs_dir
-                    .join("infiniband")
-                    .join(ibdev)
-                    .join("ports")
-                    .join(&p),
+                sysfs_dir: layout::ports_dir(sysfs_dir, ibdev).join(&p),
                 has_hw_counters: pd.join(layout::HW_COUNTERS).is_dir(),
                 has_counters: pd.join(layout::PORT_COUNTERS).is_dir(),
             });
@@ -694,7 +690,7 @@ fn rdma_cm(root: &Path) -> Option<CharDev> {
     match parse_dev(&file, text.trim()) {
         Ok((major, minor)) => Some(CharDev {
             name: "rdma_cm".into(),
-            path: "/dev/infiniband/rdma_cm".into(),
+            path: layout::rdma_node_path("rdma_cm"),
             major,
             minor,
         }),
