@@ -27,6 +27,7 @@ use crate::host::Host;
 use crate::paths::HostPaths;
 use crate::pools::Pool;
 use crate::render;
+use crate::resolved::{EditOptions, EnvBase, ResolvedDevice};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -229,13 +230,21 @@ pub fn env_id(id: &str) -> String {
 
 /// The variables one CDI device carries (see the module docs for why only these).
 pub fn device_env(pool: &Pool, host: &Host, id: &str) -> Vec<String> {
+    device_env_with(&pool.env_base(), pool.options_of(id), host, id)
+}
+
+/// [`device_env`] for a device resolved by any front end.
+pub fn device_env_for(base: &EnvBase, device: &ResolvedDevice, host: &Host) -> Vec<String> {
+    device_env_with(base, &device.options, host, &device.id.kubelet())
+}
+
+fn device_env_with(base: &EnvBase, options: &EditOptions, host: &Host, id: &str) -> Vec<String> {
     let suffix = env_id(id);
     // Named like PCIDEVICE_* (upper case, `.` as `_`), so a pod finds all three alike.
-    let base = crate::info::env_name("NICPLUG_DEVICE", &pool.prefix, &pool.resource_name);
-    let mut env = vec![format!("{base}_{suffix}={id}")];
-    if pool.config.nicplug.eal_args {
-        let args = edits::eal_args(pool, host, std::slice::from_ref(&id.to_string()));
-        env.push(format!("{}_{suffix}={args}", edits::eal_env_name(pool)));
+    let mut env = vec![format!("{}_{suffix}={id}", base.device())];
+    if options.eal_args {
+        let args = edits::eal_list(host, &[(id, options.eal_auxiliary)]);
+        env.push(format!("{}_{suffix}={args}", base.eal_args()));
     }
     env
 }

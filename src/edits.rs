@@ -1,16 +1,18 @@
-//! Container edits: the single truth of what a container gets for a set of device IDs of a pool.
-//! Every output (kubelet's AllocateResponse, CDI, the CLI preview) is a rendering of this.
+//! Container edits: the single truth of what a container gets for a set of devices. Every
+//! output (kubelet's AllocateResponse, CDI, the CLI preview, a DRA claim's spec) is a rendering
+//! of this. It reads resolved plain data ([`crate::resolved`]), never a front end's schema: the
+//! device plugin's pools and a DRA claim both call [`container_edits_for`].
 
-use crate::config::{DeviceType, RdmaCharDev, Selector};
-use crate::host::{
-    CharDev, Device, Host, PciFunction, RdmaNetnsMode, VdpaDevice, is_bdf, is_sf_name,
-};
+use crate::device_id::DeviceId;
+use crate::host::{CharDev, Device, Host, PciFunction, RdmaNetnsMode, VdpaDevice, layout};
 use crate::info;
 use crate::paths::HostPaths;
-use crate::pools::{Pool, SharedPool};
+use crate::pools::Pool;
+use crate::resolved::{EditOptions, EnvBase, RdmaCharDev, ResolvedDevice, VdpaType};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// A device node to create in the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,29 +61,55 @@ pub enum EditError {
     },
 }
 
-/// Name of the environment variable carrying EAL arguments for a pool's allocation (named by
-/// the same rule as `PCIDEVICE_*`).
-pub fn eal_env_name(pool: &Pool) -> String {
-    info::env_name("NICPLUG_EAL_ARGS", &pool.prefix, &pool.resource_name)
-}
-
-/// Name of the variable listing a pool's allocated device IDs; `_INFO` is appended for the
-/// per-device records.
-pub fn pcidevice_env_name(pool: &Pool) -> String {
-    info::env_name("PCIDEVICE", &pool.prefix, &pool.resource_name)
-}
-
 /// Every pool-wide variable an allocation from `pool` sets (identity checks compare them across
 /// pools; per-device CDI variables are [`crate::cdi::device_env`]'s).
 pub fn env_names(pool: &Pool) -> Vec<String> {
+    let base = pool.env_base();
     if pool.shared.is_some() {
-        return vec![shared_ibdevs_env_name(pool), shared_pci_env_name(pool)];
+        return vec![base.shared_ibdevs(), base.shared_pci()];
     }
-    let key = pcidevice_env_name(pool);
-    vec![format!("{key}_INFO"), key, eal_env_name(pool)]
+    let key = base.pcidevice();
+    vec![format!("{key}_INFO"), key, base.eal_args()]
 }
 
-/// Compute the container edits for `ids` (in request order) of `pool`.
+/// The resolved devices of `ids` (in request order) of `pool`: an error naming every ID the
+/// pool or the host lacks.
+pub fn resolve_ids(
+    pool: &Pool,
+    host: &Host,
+    ids: &[String],
+) -> Result<Vec<ResolvedDevice>, EditError> {
+    let found = |id: &str| {
+        let device_id = DeviceId::parse(id).filter(|d| d.kubelet() == id)?;
+        let d = pool.device(id).filter(|_| host.device(id).is_some())?;
+        Some(ResolvedDevice {
+            id: device_id,
+            options: Arc::clone(&d.options),
+        })
+    };
+    refuse_unknown(&pool.name, ids, |id| found(id).is_none())?;
+    Ok(ids.iter().filter_map(|id| found(id)).collect())
+}
+
+/// An error naming every ID of `ids` that `unknown` says is not there.
+fn refuse_unknown(
+    pool: &str,
+    ids: &[String],
+    unknown: impl Fn(&str) -> bool,
+) -> Result<(), EditError> {
+    let unknown: Vec<String> = ids.iter().filter(|id| unknown(id)).cloned().collect();
+    match unknown.is_empty() {
+        true => Ok(()),
+        false => Err(EditError::UnknownIds {
+            pool: pool.to_string(),
+            ids: unknown,
+        }),
+    }
+}
+
+/// Compute the container edits for `ids` (in request order) of `pool`: the device plugin's
+/// entry, resolving the IDs through the pool and calling [`container_edits_for`] (or
+/// [`shared_edits_for`] for a shared pool).
 pub fn container_edits(
     pool: &Pool,
     host: &Host,
@@ -92,105 +120,101 @@ pub fn container_edits(
         return Err(EditError::Empty);
     }
     if let Some(shared) = &pool.shared {
-        return shared_edits(pool, shared, host, paths, ids);
+        refuse_unknown(&pool.name, ids, |id| pool.device(id).is_none())?;
+        return shared_edits_for(
+            &shared.members,
+            &pool.env_base(),
+            pool.options_of(&ids[0]),
+            host,
+            paths,
+        );
     }
-    let unknown: Vec<String> = ids
-        .iter()
-        .filter(|id| pool.device(id).is_none() || host.device(id).is_none())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        return Err(EditError::UnknownIds {
-            pool: pool.name.clone(),
-            ids: unknown,
-        });
+    let resolved = resolve_ids(pool, host, ids)?;
+    container_edits_for(&resolved, &pool.env_base(), host, paths)
+}
+
+/// The container edits for `devices` (in order), whichever front end resolved them: device
+/// nodes, mounts, `<PCIDEVICE>` (the IDs), `<PCIDEVICE>_INFO` (one record set per device) and,
+/// when any device asks for it, `<NICPLUG_EAL_ARGS>` listing those devices. `base` names the
+/// variables (and the errors).
+pub fn container_edits_for(
+    devices: &[ResolvedDevice],
+    base: &EnvBase,
+    host: &Host,
+    paths: &HostPaths,
+) -> Result<ContainerEdits, EditError> {
+    if devices.is_empty() {
+        return Err(EditError::Empty);
     }
+    let ids: Vec<String> = devices.iter().map(|d| d.id.kubelet()).collect();
+    refuse_unknown(&base.name(), &ids, |id| host.device(id).is_none())?;
 
     let mut edits = ContainerEdits::default();
     let mut info = BTreeMap::new();
-    for id in ids {
-        let device = pool.device(id).expect("checked above");
+    for (id, d) in ids.iter().zip(devices) {
+        let options = &*d.options;
         let dev = host.device(id).expect("checked above");
-        let selector = pool.selector_of(device);
         let mut entry = info::Entry::new();
         info::put(&mut entry, info::generic(id));
 
         if let Device::Pci(f) = dev {
-            class_nodes(&mut edits, f, selector, paths);
-            for record in class_records(f, selector) {
+            class_nodes(&mut edits, f, options.vdpa, paths);
+            for record in class_records(f, options.vdpa) {
                 info::put(&mut entry, record);
             }
         }
-        let rdma_nodes = rdma_nodes_for(pool, selector.is_rdma);
-        if !rdma_nodes.is_empty() {
+        if !options.rdma.is_empty() {
             rdma(
                 &mut edits,
                 &mut entry,
                 dev,
                 host,
                 paths,
-                &rdma_nodes,
-                pool.config.nicplug.counters_mount,
+                &options.rdma,
+                options.counters_mount,
             )?;
         }
-        if selector.need_vhost_net {
+        if options.vhost_net {
             for p in ["/dev/vhost-net", "/dev/net/tun"] {
                 add_node(&mut edits, p, paths, None);
             }
             info::put(&mut entry, info::vhost());
         }
-        if let Some(extra) = info::extra(pool.config.additional_info.as_ref(), id) {
-            info::put(&mut entry, extra);
+        if let Some(extra) = &options.extra_info {
+            info::put(&mut entry, ("extra", extra.clone()));
         }
         info.insert(id.clone(), entry);
     }
 
-    let key = pcidevice_env_name(pool);
+    let key = base.pcidevice();
     edits.env.insert(format!("{key}_INFO"), info::encode(&info));
     edits.env.insert(key, ids.join(","));
-    if pool.config.nicplug.eal_args {
-        edits
-            .env
-            .insert(eal_env_name(pool), eal_args(pool, host, ids));
+    let eal: Vec<(&str, bool)> = ids
+        .iter()
+        .zip(devices)
+        .filter(|(_, d)| d.options.eal_args)
+        .map(|(id, d)| (id.as_str(), d.options.eal_auxiliary))
+        .collect();
+    if !eal.is_empty() {
+        edits.env.insert(base.eal_args(), eal_list(host, &eal));
     }
     Ok(edits)
 }
 
-/// Variable listing the ibdevs of the HCAs a shared pool's container got, comma-separated.
-pub fn shared_ibdevs_env_name(pool: &Pool) -> String {
-    info::env_name("NICPLUG_RDMA_IBDEVS", &pool.prefix, &pool.resource_name)
-}
-
-/// Variable listing the PCI addresses of those HCAs, in the same order.
-pub fn shared_pci_env_name(pool: &Pool) -> String {
-    info::env_name("NICPLUG_RDMA_PCI", &pool.prefix, &pool.resource_name)
-}
-
-/// A shared pool's edits: whatever IDs were asked, every member HCA's RDMA nodes (`uverbs`,
-/// `umad`, `issm` where present, `rdma_cm`) and its ports' counters, read-only. An HCA that
-/// lost its RDMA device since the pool was built is left out; a missing `umad` or `issm` only
-/// leaves that node out.
-fn shared_edits(
-    pool: &Pool,
-    shared: &SharedPool,
+/// A shared allocation's edits: whatever IDs were asked, every member HCA's RDMA nodes (those
+/// `options.rdma` names: `uverbs`, `umad`, `issm` where present, `rdma_cm`) and its ports'
+/// counters, read-only. An HCA that lost its RDMA device since the members were chosen is left
+/// out; a missing `umad` or `issm` only leaves that node out.
+pub fn shared_edits_for(
+    members: &[String],
+    base: &EnvBase,
+    options: &EditOptions,
     host: &Host,
     paths: &HostPaths,
-    ids: &[String],
 ) -> Result<ContainerEdits, EditError> {
-    let unknown: Vec<String> = ids
-        .iter()
-        .filter(|id| pool.device(id).is_none())
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        return Err(EditError::UnknownIds {
-            pool: pool.name.clone(),
-            ids: unknown,
-        });
-    }
     let mut edits = ContainerEdits::default();
     let (mut ibdevs, mut pcis) = (Vec::new(), Vec::new());
-    for address in &shared.members {
+    for address in members {
         let Some(f) = host.function(address) else {
             continue;
         };
@@ -204,18 +228,16 @@ fn shared_edits(
             Device::Pci(f),
             host,
             paths,
-            &RdmaCharDev::ALL,
-            pool.config.nicplug.counters_mount,
+            &options.rdma,
+            options.counters_mount,
         )?;
         if let Some(ibdev) = &r.ibdev {
             ibdevs.push(ibdev.clone());
         }
         pcis.push(address.clone());
     }
-    edits
-        .env
-        .insert(shared_ibdevs_env_name(pool), ibdevs.join(","));
-    edits.env.insert(shared_pci_env_name(pool), pcis.join(","));
+    edits.env.insert(base.shared_ibdevs(), ibdevs.join(","));
+    edits.env.insert(base.shared_pci(), pcis.join(","));
     Ok(edits)
 }
 
@@ -244,17 +266,51 @@ pub fn shared_missing_nodes(pool: &Pool, host: &Host) -> Vec<(String, &'static s
     out
 }
 
-/// DPDK EAL arguments for the allocated functions: an allow-list plus `--iova-mode=va`, which
-/// unprivileged mlx5 needs (no physical addresses without CAP_SYS_ADMIN). Left out when a
-/// function needs physical addresses (UIO, vfio without an IOMMU): EAL refuses to probe such a
-/// device in VA mode, and a pod using one is privileged anyway.
+/// DPDK EAL arguments for `ids` of a pool (the pool's options, or its pool-wide ones for an ID
+/// it lacks). See [`eal_args_for`].
 pub fn eal_args(pool: &Pool, host: &Host, ids: &[String]) -> String {
-    let mut args: Vec<String> = ids.iter().map(|id| format!("-a {id}")).collect();
-    if pool.config.device_type == DeviceType::AuxNetDevice {
-        args = ids.iter().map(|id| format!("-a auxiliary:{id}")).collect();
+    let items: Vec<(&str, bool)> = ids
+        .iter()
+        .map(|id| (id.as_str(), pool.options_of(id).eal_auxiliary))
+        .collect();
+    eal_list(host, &items)
+}
+
+/// DPDK EAL arguments for the given devices (all of them, whatever their `eal_args`): an
+/// allow-list plus `--iova-mode=va`, which unprivileged mlx5 needs (no physical addresses
+/// without CAP_SYS_ADMIN). Left out when a function needs physical addresses (UIO, vfio
+/// without an IOMMU): EAL refuses to probe such a device in VA mode, and a pod using one is
+/// privileged anyway.
+pub fn eal_args_for(devices: &[ResolvedDevice], host: &Host) -> String {
+    let ids: Vec<String> = devices.iter().map(|d| d.id.kubelet()).collect();
+    let items: Vec<(&str, bool)> = ids
+        .iter()
+        .zip(devices)
+        .map(|(id, d)| (id.as_str(), d.options.eal_auxiliary))
+        .collect();
+    eal_list(host, &items)
+}
+
+/// EAL's option for IOVA as virtual addresses.
+pub const IOVA_VA: &str = "--iova-mode=va";
+
+/// One device of an EAL allow-list: `-a <bdf>`, or `-a auxiliary:<name>` for a device on the
+/// auxiliary bus (a scalable function).
+pub fn eal_allow(id: &str, auxiliary: bool) -> String {
+    match auxiliary {
+        true => format!("-a auxiliary:{id}"),
+        false => format!("-a {id}"),
     }
-    if !ids.iter().any(|id| needs_physical_addresses(host, id)) {
-        args.push("--iova-mode=va".into());
+}
+
+/// (ID, named as `auxiliary:`) pairs into EAL arguments.
+pub(crate) fn eal_list(host: &Host, items: &[(&str, bool)]) -> String {
+    let mut args: Vec<String> = items.iter().map(|(id, aux)| eal_allow(id, *aux)).collect();
+    if !items
+        .iter()
+        .any(|(id, _)| needs_physical_addresses(host, id))
+    {
+        args.push(IOVA_VA.into());
     }
     args.join(" ")
 }
@@ -262,8 +318,7 @@ pub fn eal_args(pool: &Pool, host: &Host, ids: &[String]) -> String {
 /// Whether the pool hands out `id`'s RDMA side (its char devices; its ibdev in the device-info
 /// file): with `isRdma` on the selector that took it, or with `nicplug.rdmaDevices`.
 pub fn gives_rdma(pool: &Pool, id: &str) -> bool {
-    pool.device(id)
-        .is_some_and(|d| !rdma_nodes_for(pool, pool.selector_of(d).is_rdma).is_empty())
+    pool.device(id).is_some_and(|d| !d.options.rdma.is_empty())
 }
 
 /// A function DPDK can only drive with physical addresses: bound to a UIO driver, or to
@@ -271,16 +326,6 @@ pub fn gives_rdma(pool: &Pool, id: &str) -> bool {
 fn needs_physical_addresses(host: &Host, id: &str) -> bool {
     host.function(id)
         .is_some_and(|f| f.uio.is_some() || (f.noiommu && f.driver.as_deref() == Some("vfio-pci")))
-}
-
-/// Which RDMA char devices this pool hands out for a device matched by a selector.
-fn rdma_nodes_for(pool: &Pool, is_rdma: bool) -> Vec<RdmaCharDev> {
-    match &pool.config.nicplug.rdma_devices {
-        Some(list) => list.clone(),
-        // The SR-IOV plugin's behaviour: all four with isRdma, none without.
-        None if is_rdma => RdmaCharDev::ALL.to_vec(),
-        None => Vec::new(),
-    }
 }
 
 const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
@@ -298,16 +343,16 @@ fn vfio_group_node(f: &PciFunction) -> Option<(String, String)> {
     Some((container, host))
 }
 
-/// The vDPA device a selector with `vdpaType` hands out with `f`.
-fn vdpa_of<'a>(f: &'a PciFunction, selector: &Selector) -> Option<&'a VdpaDevice> {
-    selector.vdpa_type.and(f.vdpa.as_ref())
+/// The vDPA device `f` is handed out with when the options name a `vdpaType`.
+fn vdpa_of(f: &PciFunction, vdpa: Option<VdpaType>) -> Option<&VdpaDevice> {
+    vdpa.and(f.vdpa.as_ref())
 }
 
 /// Device nodes of the function's class: vfio (container and group), UIO, vhost-vdpa.
 fn class_nodes(
     edits: &mut ContainerEdits,
     f: &PciFunction,
-    selector: &Selector,
+    vdpa: Option<VdpaType>,
     paths: &HostPaths,
 ) {
     if f.driver.as_deref() == Some("vfio-pci") {
@@ -319,14 +364,14 @@ fn class_nodes(
     if let Some(u) = &f.uio {
         add_node(edits, &u.path, paths, Some((u.major, u.minor)));
     }
-    if let Some(n) = vdpa_of(f, selector).and_then(|v| v.node.as_ref()) {
+    if let Some(n) = vdpa_of(f, vdpa).and_then(|v| v.node.as_ref()) {
         add_node(edits, &n.path, paths, Some((n.major, n.minor)));
     }
 }
 
 /// The `vfio`, `uio` and `vdpa` records of `PCIDEVICE_<..>_INFO` for each class `f` belongs to
-/// with this selector.
-fn class_records(f: &PciFunction, selector: &Selector) -> Vec<(&'static str, info::Record)> {
+/// with these options.
+fn class_records(f: &PciFunction, vdpa: Option<VdpaType>) -> Vec<(&'static str, info::Record)> {
     let mut out = Vec::new();
     if f.driver.as_deref() == Some("vfio-pci") {
         let group = vfio_group_node(f).map(|(container, _)| container);
@@ -335,7 +380,7 @@ fn class_records(f: &PciFunction, selector: &Selector) -> Vec<(&'static str, inf
     if let Some(u) = &f.uio {
         out.push(info::uio(Some(&u.path)));
     }
-    if let Some(v) = vdpa_of(f, selector) {
+    if let Some(v) = vdpa_of(f, vdpa) {
         // virtio-vdpa has no node: the plugin writes an empty record.
         out.push(info::vdpa(v.node.as_ref().map(|n| n.path.as_str())));
     }
@@ -418,17 +463,7 @@ fn sysfs_container_path(id: &str, relative: &Path) -> Result<String, EditError> 
             _ => Err(unsafe_path("not a plain relative path")),
         })
         .collect::<Result<_, _>>()?;
-    let n = parts.len();
-    if n < 6 || parts[0] != "devices" || parts[n - 2] != "ports" || parts[n - 4] != "infiniband" {
-        return Err(unsafe_path("not an RDMA port directory under devices/"));
-    }
-    let owner_ok =
-        is_bdf(parts[n - 5]) || (n >= 7 && is_sf_name(parts[n - 5]) && is_bdf(parts[n - 6]));
-    if !owner_ok {
-        return Err(unsafe_path(
-            "the port's device is neither a PCI function nor an mlx5 SF under one",
-        ));
-    }
+    layout::check_port_dir(&parts).map_err(unsafe_path)?;
     Ok(format!("/sys/{}", parts.join("/")))
 }
 

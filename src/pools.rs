@@ -10,8 +10,10 @@ use crate::config::{
     SharedResource, SharedSelector, VdpaType,
 };
 use crate::host::{AuxFunction, FunctionClass, Host, PciFunction, VdpaKind};
+use crate::resolved::{EditOptions, EnvBase};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One device of a pool, as kubelet sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,6 +25,10 @@ pub struct PoolDevice {
     /// Index of the selector that matched, whose options apply to this device.
     #[serde(skip)]
     pub selector: usize,
+    /// How a container is edited for it: the resource and that selector, resolved once.
+    /// Shared, so the many IDs of a shared pool cost one copy.
+    #[serde(skip)]
+    pub options: Arc<EditOptions>,
 }
 
 /// A resource with the devices it offers.
@@ -39,6 +45,10 @@ pub struct Pool {
     /// each standing for every HCA listed here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared: Option<SharedPool>,
+    /// The resource's own options without any selector's: for IDs outside the pool (the name
+    /// families `identity` derives).
+    #[serde(skip)]
+    pub edit_options: EditOptions,
 }
 
 /// The HCAs behind a shared pool's IDs.
@@ -52,6 +62,16 @@ pub struct SharedPool {
 impl Pool {
     pub fn device(&self, id: &str) -> Option<&PoolDevice> {
         self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// The name part of the variables its allocations set.
+    pub fn env_base(&self) -> EnvBase {
+        EnvBase::new(&self.prefix, &self.resource_name)
+    }
+
+    /// The options of `id`: its own when the pool has it, else the pool-wide ones.
+    pub fn options_of(&self, id: &str) -> &EditOptions {
+        self.device(id).map_or(&self.edit_options, |d| &d.options)
     }
 
     /// The selector whose options apply to a device of this pool.
@@ -83,6 +103,39 @@ impl Pools {
     }
 }
 
+/// A device's edit options from its resource and the selector that took it; `None` for the
+/// pool-wide options (no selector, no device).
+pub fn resolve_options(r: &ResourceConfig, selector: Option<(&Selector, &str)>) -> EditOptions {
+    let s = selector.map(|(s, _)| s);
+    let is_rdma = s.is_some_and(|s| s.is_rdma);
+    EditOptions {
+        rdma: match &r.nicplug.rdma_devices {
+            Some(list) => list.clone(),
+            // The SR-IOV plugin's behaviour: all four with isRdma, none without.
+            None if is_rdma => RdmaCharDev::ALL.to_vec(),
+            None => Vec::new(),
+        },
+        counters_mount: r.nicplug.counters_mount,
+        eal_args: r.nicplug.eal_args,
+        eal_auxiliary: r.device_type == DeviceType::AuxNetDevice,
+        vhost_net: s.is_some_and(|s| s.need_vhost_net),
+        vdpa: s.and_then(|s| s.vdpa_type),
+        extra_info: selector
+            .and_then(|(_, id)| crate::info::extra(r.additional_info.as_ref(), id))
+            .map(|(_, record)| record),
+    }
+}
+
+/// A pool's device taken by selector `si` of `r`, resolved.
+fn pool_device(r: &ResourceConfig, si: usize, id: &str, numa_node: Option<u32>) -> PoolDevice {
+    PoolDevice {
+        id: id.to_string(),
+        numa_node: numa_node.filter(|_| !r.exclude_topology),
+        selector: si,
+        options: Arc::new(resolve_options(r, Some((&r.selectors[si], id)))),
+    }
+}
+
 /// Group the host's functions into the configured pools.
 pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
     let mut pools: Vec<Pool> = config
@@ -95,6 +148,7 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
             config: r.clone(),
             devices: Vec::new(),
             shared: None,
+            edit_options: resolve_options(r, None),
         })
         .collect();
     let mut placements = BTreeMap::new();
@@ -105,11 +159,8 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
             None => match first_match(host, f, &config.resources) {
                 Some((ri, si)) => {
                     let pool = &mut pools[ri];
-                    pool.devices.push(PoolDevice {
-                        id: f.address.clone(),
-                        numa_node: f.numa_node.filter(|_| !pool.config.exclude_topology),
-                        selector: si,
-                    });
+                    let d = pool_device(&pool.config, si, &f.address, f.numa_node);
+                    pool.devices.push(d);
                     Placement::Pool {
                         resource: pool.name.clone(),
                     }
@@ -133,11 +184,8 @@ pub fn build(host: &Host, config: &Config, default_prefix: &str) -> Pools {
             None => match first_match_aux(host, sf, &config.resources) {
                 Some((ri, si)) => {
                     let pool = &mut pools[ri];
-                    pool.devices.push(PoolDevice {
-                        id: sf.name.clone(),
-                        numa_node: sf.numa_node.filter(|_| !pool.config.exclude_topology),
-                        selector: si,
-                    });
+                    let d = pool_device(&pool.config, si, &sf.name, sf.numa_node);
+                    pool.devices.push(d);
                     Placement::Pool {
                         resource: pool.name.clone(),
                     }
@@ -195,6 +243,25 @@ fn shared_pool(
         }
     }
     members.sort();
+    let config = ResourceConfig {
+        resource_name: r.resource_name.clone(),
+        resource_prefix: Some(r.resource_prefix.clone()),
+        device_type: DeviceType::NetDevice,
+        exclude_topology: true,
+        additional_info: None,
+        selectors: vec![Selector {
+            is_rdma: true,
+            ..Selector::default()
+        }],
+        nicplug: NicplugOptions {
+            rdma_devices: Some(RdmaCharDev::ALL.to_vec()),
+            // The IDs are not PCI addresses: no DPDK allow-list to give.
+            eal_args: false,
+            ..NicplugOptions::default()
+        },
+    };
+    // Every ID stands for the same HCAs: one set of options for all.
+    let options = Arc::new(resolve_options(&config, Some((&config.selectors[0], "0"))));
     let devices = if members.is_empty() {
         Vec::new()
     } else {
@@ -203,6 +270,7 @@ fn shared_pool(
                 id: n.to_string(),
                 numa_node: None,
                 selector: 0,
+                options: Arc::clone(&options),
             })
             .collect()
     };
@@ -210,23 +278,8 @@ fn shared_pool(
         name,
         prefix: r.resource_prefix.clone(),
         resource_name: r.resource_name.clone(),
-        config: ResourceConfig {
-            resource_name: r.resource_name.clone(),
-            resource_prefix: Some(r.resource_prefix.clone()),
-            device_type: DeviceType::NetDevice,
-            exclude_topology: true,
-            additional_info: None,
-            selectors: vec![Selector {
-                is_rdma: true,
-                ..Selector::default()
-            }],
-            nicplug: NicplugOptions {
-                rdma_devices: Some(RdmaCharDev::ALL.to_vec()),
-                // The IDs are not PCI addresses: no DPDK allow-list to give.
-                eal_args: false,
-                ..NicplugOptions::default()
-            },
-        },
+        edit_options: resolve_options(&config, None),
+        config,
         devices,
         shared: Some(SharedPool {
             members,

@@ -83,7 +83,7 @@ pub fn device_info(pool: &Pool, f: &PciFunction) -> (String, String) {
     // A function of a `vdpaType` pool is described by its vDPA device, as the SR-IOV plugin does.
     let vdpa = pool
         .device(&f.address)
-        .filter(|d| pool.selector_of(d).vdpa_type.is_some())
+        .filter(|d| d.options.vdpa.is_some())
         .and(f.vdpa.as_ref())
         .map(|v| VdpaInfo {
             parent_device: &v.name,

@@ -10,6 +10,8 @@ pub mod range;
 
 use std::collections::BTreeMap;
 
+/// Defined with the edits they decide (the config depends on them, not the reverse).
+pub use crate::resolved::{RdmaCharDev, VdpaType};
 pub use file::{format_of, read_config_bytes};
 pub use parse::{
     ConfigError, Problem, is_dns_subdomain, parse_config, parse_config_bytes, parse_config_file,
@@ -91,45 +93,6 @@ impl DeviceType {
             DeviceType::NetDevice => "netDevice",
             DeviceType::Accelerator => "accelerator",
             DeviceType::AuxNetDevice => "auxNetDevice",
-        }
-    }
-}
-
-/// `vdpaType` selector value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VdpaType {
-    Virtio,
-    Vhost,
-}
-
-/// RDMA character devices a resource may hand out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RdmaCharDev {
-    /// `/dev/infiniband/uverbsN`: the only one DPDK needs.
-    Uverbs,
-    /// `/dev/infiniband/rdma_cm` (librdmacm).
-    RdmaCm,
-    /// `/dev/infiniband/umadN` (libibumad).
-    Umad,
-    /// `/dev/infiniband/issmN` (libibumad, subnet manager).
-    Issm,
-}
-
-impl RdmaCharDev {
-    pub const ALL: [RdmaCharDev; 4] = [
-        RdmaCharDev::Uverbs,
-        RdmaCharDev::RdmaCm,
-        RdmaCharDev::Umad,
-        RdmaCharDev::Issm,
-    ];
-
-    /// The spelling used in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RdmaCharDev::Uverbs => "uverbs",
-            RdmaCharDev::RdmaCm => "rdma_cm",
-            RdmaCharDev::Umad => "umad",
-            RdmaCharDev::Issm => "issm",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::procfs::{self, CAP_IPC_LOCK, CAP_NET_RAW, CAP_SYS_ADMIN, Limit, Mount, Pagemap};
 use super::{Allocated, Check, CheckId, Input, Pod};
+use crate::host::layout;
 use std::fs;
 use std::path::Path;
 
@@ -21,10 +22,6 @@ pub(super) fn list(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-pub(super) fn read_u64(p: &Path) -> Option<u64> {
-    fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 fn page_size(proc: &Path) -> u64 {
@@ -54,11 +51,10 @@ fn probe_pagemap(input: &Input) -> Pagemap {
 
 /// Check 3: EAL can run with IOVA as VA; nothing forces physical addresses.
 pub(super) fn iova(input: &Input, functions: &[Allocated]) -> Check {
-    let sysfs = &input.paths.sysfs_root;
-    let noiommu =
-        fs::read_to_string(sysfs.join("module/vfio/parameters/enable_unsafe_noiommu_mode"))
-            .is_ok_and(|s| matches!(s.trim(), "Y" | "1"));
-    let devices = sysfs.join("bus/pci/devices");
+    let sysfs = input.paths.sysfs();
+    let noiommu = layout::read_attr(&sysfs.at(layout::NOIOMMU_MODE))
+        .is_ok_and(|s| layout::parse_flag(&s) == Some(true));
+    let devices = sysfs.at(layout::PCI_DEVICES);
     let voters: Vec<String> = list(&devices)
         .into_iter()
         .filter(|d| !functions.iter().any(|f| &f.id == d))
@@ -172,11 +168,11 @@ pub(super) fn hugepages(input: &Input, pod: &Pod) -> Check {
         .unwrap_or_default();
     let where_ = format!("hugetlbfs at {}{pagesize}", mount.mount_point);
 
-    let hp = input.paths.sysfs_root.join("kernel/mm/hugepages");
+    let hp = input.paths.sysfs().at(layout::HUGEPAGES);
     let mut sizes: Vec<(String, u64)> = list(&hp)
         .into_iter()
         .filter_map(|d| {
-            let free = read_u64(&hp.join(&d).join("free_hugepages"))?;
+            let free = layout::read_counter(&hp.join(&d).join("free_hugepages"))?;
             Some((d.trim_start_matches("hugepages-").to_string(), free))
         })
         .collect();

@@ -2,6 +2,7 @@
 //! network namespace, its uverbs node is usable, its RDMA counters are visible.
 
 use super::{Allocated, Check, CheckId, Input, Pod, valid_id};
+use crate::host::layout::{self, IB_DIR, NET_DIR, VERBS_DIR};
 use crate::host::{RdmaNetnsMode, is_bdf};
 use rustix::fs::{FileType, Mode, OFlags};
 use std::fs;
@@ -14,7 +15,6 @@ const NETDEV_FIX: &str = "a device plugin cannot move a netdev into a pod: attac
 
 pub(super) fn checks(input: &Input, pod: &Pod, f: &Allocated) -> Vec<Check> {
     let id = f.id.as_str();
-    let sysfs = &input.paths.sysfs_root;
     if !valid_id(id) {
         return vec![Check::fail(
             CheckId::Function,
@@ -27,10 +27,7 @@ pub(super) fn checks(input: &Input, pod: &Pod, f: &Allocated) -> Vec<Check> {
         )];
     }
     let pci = is_bdf(id);
-    let dir = match pci {
-        true => sysfs.join("bus/pci/devices").join(id),
-        false => sysfs.join("bus/auxiliary/devices").join(id),
-    };
+    let dir = input.paths.sysfs().device(id);
     if fs::metadata(&dir).is_err() {
         return vec![Check::fail(
             CheckId::Function,
@@ -101,7 +98,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 fn netdev(pod: &Pod, id: &str, dir: &Path) -> Check {
-    let net = names(&dir.join("net"));
+    let net = names(&dir.join(NET_DIR));
     let Some(name) = net.first() else {
         return Check::fail(
             CheckId::Netdev,
@@ -148,11 +145,11 @@ fn uverbs(input: &Input, f: &Allocated, dir: &Path) -> Check {
     let id = f.id.as_str();
     let fail =
         |found: String, fix: String| Check::fail(CheckId::Uverbs, Some(id), found, fix).field(2);
-    let verbs = dir.join("infiniband_verbs");
-    let Some(name) = names(&verbs).into_iter().find(|n| {
-        n.strip_prefix("uverbs")
-            .is_some_and(|d| !d.is_empty() && d.len() <= 6 && d.bytes().all(|c| c.is_ascii_digit()))
-    }) else {
+    let verbs = dir.join(VERBS_DIR);
+    let Some(name) = names(&verbs)
+        .into_iter()
+        .find(|n| layout::is_uverbs_name(n))
+    else {
         return fail(
             format!(
                 "{id} has no RDMA verbs device ({} is empty)",
@@ -164,16 +161,16 @@ fn uverbs(input: &Input, f: &Allocated, dir: &Path) -> Check {
                 .into(),
         );
     };
-    let canonical = format!("/dev/infiniband/{name}");
+    let canonical = layout::rdma_node_path(&name);
     let info_note = match &f.uverbs {
         Some(u) if *u != canonical => format!(" (the _INFO JSON names {u}: stale)"),
         _ => String::new(),
     };
     let dev_file = verbs.join(&name).join("dev");
-    let Some((major, minor)) = fs::read_to_string(&dev_file).ok().and_then(|s| {
-        let (a, b) = s.trim().split_once(':')?;
-        Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
-    }) else {
+    let Some((major, minor)) = layout::read_attr(&dev_file)
+        .ok()
+        .and_then(|s| layout::parse_dev(&s))
+    else {
         return fail(
             format!("{} is unreadable or not MAJOR:MINOR", dev_file.display()),
             "on the node, reload mlx5_ib; the kernel's uverbs entry is broken".into(),
@@ -247,14 +244,10 @@ fn uverbs(input: &Input, f: &Allocated, dir: &Path) -> Check {
 }
 
 fn netns_mode(sysfs: &Path) -> RdmaNetnsMode {
-    match fs::read_to_string(sysfs.join("module/ib_core/parameters/netns_mode")) {
-        Ok(s) => match s.trim() {
-            "Y" | "1" => RdmaNetnsMode::Shared,
-            "N" | "0" => RdmaNetnsMode::Exclusive,
-            _ => RdmaNetnsMode::Unknown,
-        },
-        Err(_) => RdmaNetnsMode::Unknown,
-    }
+    layout::read_attr(&sysfs.join(layout::NETNS_MODE))
+        .ok()
+        .and_then(|s| layout::parse_netns_mode(&s))
+        .unwrap_or(RdmaNetnsMode::Unknown)
 }
 
 fn mode_name(m: RdmaNetnsMode) -> &'static str {
@@ -280,7 +273,7 @@ fn counters(input: &Input, pod: &Pod, f: &Allocated, dir: &Path) -> Check {
     let id = f.id.as_str();
     let sysfs = &input.paths.sysfs_root;
     let mode = netns_mode(sysfs);
-    let Some(ibdev) = names(&dir.join("infiniband")).into_iter().next() else {
+    let Some(ibdev) = names(&dir.join(IB_DIR)).into_iter().next() else {
         let (found, fix) = match mode {
             RdmaNetnsMode::Exclusive => (
                 format!(
@@ -304,12 +297,15 @@ fn counters(input: &Input, pod: &Pod, f: &Allocated, dir: &Path) -> Check {
         };
         return Check::fail(CheckId::Counters, Some(id), found, fix).field(4);
     };
-    let ports_dir = dir.join("infiniband").join(&ibdev).join("ports");
+    let ports_dir = layout::ports_dir(dir, &ibdev);
     let ports = names(&ports_dir);
     let mut missing = Vec::new();
     for p in &ports {
-        let file = ports_dir.join(p).join("hw_counters/out_of_buffer");
-        if fs::read_to_string(&file).is_err() {
+        let file = ports_dir
+            .join(p)
+            .join(layout::HW_COUNTERS)
+            .join(layout::OUT_OF_BUFFER);
+        if layout::read_counter(&file).is_none() {
             missing.push(p.clone());
         }
     }

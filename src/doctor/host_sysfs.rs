@@ -1,9 +1,10 @@
 //! Check 1, field failure 1: is the sysfs at /sys this pod's own, or another network
 //! namespace's (the host's `/sys` mounted into the pod)?
 
-use super::checks::{list, read_u64};
+use super::checks::list;
 use super::procfs::{self, Mount};
 use super::{Check, CheckId, Input, Pod};
+use crate::host::layout;
 use std::collections::BTreeMap;
 use std::fs;
 
@@ -19,28 +20,25 @@ fn some(names: &[&str]) -> String {
     }
 }
 
-/// nicplug's own counters mount: a bind of `<root>` = `/devices/.../infiniband/<ib>/ports/<n>`
-/// at `/sys<root>`.
+/// nicplug's own counters mount: a bind of `<root>`, an RDMA port directory
+/// (`/devices/.../infiniband/<ib>/ports/<n>`), at `/sys<root>`.
 fn is_counters_mount(m: &Mount) -> bool {
-    let parts: Vec<&str> = m.root.split('/').collect();
-    let n = parts.len();
+    let parts: Vec<&str> = m.root.trim_start_matches('/').split('/').collect();
     m.mount_point == format!("/sys{}", m.root)
-        && m.root.starts_with("/devices/")
-        && n >= 5
-        && parts[n - 2] == "ports"
-        && parts[n - 4] == "infiniband"
+        && m.root.starts_with('/')
+        && layout::check_port_dir(&parts).is_ok()
 }
 
 /// Check 1: the sysfs at the sysfs root shows this network namespace. A sysfs instance shows
 /// the netdevs of the namespace that mounted it; the pod's `/proc/net/dev` those of its own.
 pub(super) fn check(input: &Input, pod: &Pod) -> Check {
-    let sysfs = &input.paths.sysfs_root;
-    let class_net = sysfs.join("class/net");
+    let sysfs = input.paths.sysfs();
     // sysfs counters first, /proc second: the same device never counts backwards.
-    let in_sysfs: BTreeMap<String, (Option<u64>, Option<u64>)> = list(&class_net)
+    let in_sysfs: BTreeMap<String, (Option<u64>, Option<u64>)> = list(&sysfs.at(layout::CLASS_NET))
         .into_iter()
         .map(|n| {
-            let stat = |f: &str| read_u64(&class_net.join(&n).join("statistics").join(f));
+            let stats = sysfs.class_net_statistics(&n);
+            let stat = |f: &str| layout::read_counter(&stats.join(f));
             let v = (stat("rx_bytes"), stat("tx_bytes"));
             (n, v)
         })
@@ -128,7 +126,7 @@ pub(super) fn check(input: &Input, pod: &Pod) -> Check {
         }
     }
 
-    let at = sysfs.display();
+    let at = sysfs.root().display();
     if evidence.is_empty() {
         let names: Vec<&str> = here.iter().map(|h| h.name.as_str()).collect();
         let mut found = format!(

@@ -325,12 +325,9 @@ pub fn eal_args(input: &Input) -> Result<String, DoctorError> {
     }
     let mut args: Vec<String> = functions
         .iter()
-        .map(|f| match is_sf_name(&f.id) {
-            true => format!("-a auxiliary:{}", f.id),
-            false => format!("-a {}", f.id),
-        })
+        .map(|f| crate::edits::eal_allow(&f.id, is_sf_name(&f.id)))
         .collect();
-    args.push("--iova-mode=va".into());
+    args.push(crate::edits::IOVA_VA.into());
     Ok(args.join(" "))
 }
 

@@ -5,6 +5,7 @@
 //! Same rules as PCI functions: a bad entry is skipped with the file named, never a panic, and
 //! only names checked by [`is_sf_name`] ever become part of a path.
 
+use super::layout::AUX_DEVICES;
 use super::model::{AuxFunction, Skipped, is_sf_name};
 use super::read::{netdevs, rdma};
 use super::sysfs::*;
@@ -17,7 +18,7 @@ const SF_PREFIX: &str = "mlx5_core.sf.";
 /// Every `mlx5_core.sf.N` of the auxiliary bus, sorted by N. Other aux devices (`mlx5_core.eth.N`,
 /// `mlx5_core.rdma.N`, ...) are children, not devices we hand out, and are passed over silently.
 pub(super) fn aux_functions(root: &Path, skipped: &mut Vec<Skipped>) -> Vec<AuxFunction> {
-    let list_dir = root.join("bus/auxiliary/devices");
+    let list_dir = root.join(AUX_DEVICES);
     let names = match list_names(&list_dir) {
         Ok(names) => names,
         Err(skip) => {
@@ -54,7 +55,7 @@ pub(super) fn is_aux_skip(s: &Skipped) -> bool {
 }
 
 fn aux_function(root: &Path, name: &str) -> Res<AuxFunction> {
-    let link = root.join("bus/auxiliary/devices").join(name);
+    let link = root.join(AUX_DEVICES).join(name);
     if !is_sf_name(name) {
         return Err(Skip::new(&link, "entry name is not mlx5_core.sf.<number>"));
     }

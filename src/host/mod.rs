@@ -2,6 +2,7 @@
 
 mod aux;
 mod classes;
+pub mod layout;
 mod majors;
 mod model;
 mod models;

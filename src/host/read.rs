@@ -8,6 +8,7 @@
 //! a device read from half-understood sysfs is worse than not handing it out.
 
 use super::classes;
+use super::layout;
 use super::model::*;
 use super::models::model_name;
 use super::sysfs::*;
@@ -85,7 +86,7 @@ type Part = (Vec<(String, Read)>, Vec<Skipped>);
 
 fn read_all(paths: &HostPaths, old: &Host) -> Result<Reread, DiscoverError> {
     let root = canonical_root(paths)?;
-    let list_dir = root.join("bus/pci/devices");
+    let list_dir = root.join(layout::PCI_DEVICES);
     let entries = fs::read_dir(&list_dir).map_err(|source| DiscoverError::ListDevices {
         path: list_dir.clone(),
         source,
@@ -377,7 +378,7 @@ impl Reader {
     /// The function at `bus/pci/devices/<name>`; `None` when that entry is gone or the function
     /// is not one we hand out.
     fn listed_function(&mut self, name: &str) -> Res<Option<PciFunction>> {
-        let link = self.root.join("bus/pci/devices").join(name);
+        let link = self.root.join(layout::PCI_DEVICES).join(name);
         match fs::symlink_metadata(&link) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             _ => self.function(name),
@@ -385,7 +386,7 @@ impl Reader {
     }
 
     fn function(&mut self, name: &str) -> Res<Option<PciFunction>> {
-        let link = self.root.join("bus/pci/devices").join(name);
+        let link = self.root.join(layout::PCI_DEVICES).join(name);
         if !is_bdf(name) {
             return Err(Skip::new(&link, "entry name is not a PCI address"));
         }
@@ -543,7 +544,7 @@ fn virtfn_map(pf_dir: &Path) -> Res<HashMap<String, u32>> {
 }
 
 pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
-    let mut net = dir.join("net");
+    let mut net = dir.join(layout::NET_DIR);
     if !net.exists() {
         // virtio-net hangs its netdev off the virtio device: <pci>/virtioN/net/<if>.
         if let Some(v) = list_names(dir)?
@@ -551,7 +552,7 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
             .find(|n| n.starts_with("virtio"))
         {
             real_dir(&dir.join(&v))?;
-            net = dir.join(v).join("net");
+            net = dir.join(v).join(layout::NET_DIR);
         }
     }
     let mut out = Vec::new();
@@ -589,7 +590,7 @@ pub(super) fn netdevs(dir: &Path) -> Res<Vec<NetDev>> {
 
 /// The RDMA side of a function, or `None` for a function without one.
 pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
-    let verbs_dir = dir.join("infiniband_verbs");
+    let verbs_dir = dir.join(layout::VERBS_DIR);
     let mut uverbs = None;
     let mut uverbs_ibdev = None;
     if let Some(name) = list_names(&verbs_dir)?
@@ -602,7 +603,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
         uverbs_ibdev = attr(&d.join("ibdev"))?;
     }
 
-    let ib_dir = dir.join("infiniband");
+    let ib_dir = dir.join(layout::IB_DIR);
     let ibdevs = list_names(&ib_dir)?;
     if uverbs.is_none() && ibdevs.is_empty() {
         return Ok(None);
@@ -619,7 +620,7 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
         // Every component of a port's path is checked to be a real directory: the port
         // directory becomes a bind mount's host path.
         real_dir(&ib_dir.join(ibdev))?;
-        let ports_dir = ib_dir.join(ibdev).join("ports");
+        let ports_dir = layout::ports_dir(dir, ibdev);
         for p in list_names(&ports_dir)? {
             let pd = ports_dir.join(&p);
             real_dir(&pd)?;
@@ -647,20 +648,16 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
                     .map(|s| s.split_once(": ").map_or(s.as_str(), |x| x.1).to_string()),
                 link_layer,
                 pkey,
-                sysfs_dir: sysfs_dir
-                    .join("infiniband")
-                    .join(ibdev)
-                    .join("ports")
-                    .join(&p),
-                has_hw_counters: pd.join("hw_counters").is_dir(),
-                has_counters: pd.join("counters").is_dir(),
+                sysfs_dir: layout::ports_dir(sysfs_dir, ibdev).join(&p),
+                has_hw_counters: pd.join(layout::HW_COUNTERS).is_dir(),
+                has_counters: pd.join(layout::PORT_COUNTERS).is_dir(),
             });
         }
         ports.sort_by_key(|p| p.number);
         ports.shrink_to_fit();
     }
 
-    let mad_dir = dir.join("infiniband_mad");
+    let mad_dir = dir.join(layout::MAD_DIR);
     let (mut umad, mut issm) = (Vec::new(), Vec::new());
     for name in list_names(&mad_dir)? {
         if name.starts_with("umad") || name.starts_with("issm") {
@@ -685,21 +682,19 @@ pub(super) fn rdma(dir: &Path, sysfs_dir: &Path) -> Res<Option<RdmaDevice>> {
 }
 
 fn netns_mode(root: &Path) -> RdmaNetnsMode {
-    let file = root.join("module/ib_core/parameters/netns_mode");
-    match read_bounded(&file).as_deref().map(str::trim) {
-        Ok("Y" | "1") => RdmaNetnsMode::Shared,
-        Ok("N" | "0") => RdmaNetnsMode::Exclusive,
-        Ok(other) => {
-            warn!(file = %file.display(), "unrecognised RDMA netns mode {other:?}; assuming shared");
+    let file = root.join(layout::NETNS_MODE);
+    match read_bounded(&file) {
+        Ok(text) => layout::parse_netns_mode(&text).unwrap_or_else(|| {
+            warn!(file = %file.display(), "unrecognised RDMA netns mode {:?}; assuming shared", text.trim());
             RdmaNetnsMode::Unknown
-        }
+        }),
         Err(_) => RdmaNetnsMode::Unknown,
     }
 }
 
 fn rdma_cm(root: &Path) -> Option<CharDev> {
     // `class/misc/rdma_cm` is a symlink in a real sysfs; it must stay inside the root.
-    let dir = fs::canonicalize(root.join("class/misc/rdma_cm")).ok()?;
+    let dir = fs::canonicalize(root.join(layout::RDMA_CM)).ok()?;
     if !dir.starts_with(root) {
         warn!(dir = %dir.display(), "ignoring rdma_cm: it resolves outside the sysfs root");
         return None;
@@ -709,7 +704,7 @@ fn rdma_cm(root: &Path) -> Option<CharDev> {
     match parse_dev(&file, text.trim()) {
         Ok((major, minor)) => Some(CharDev {
             name: "rdma_cm".into(),
-            path: "/dev/infiniband/rdma_cm".into(),
+            path: layout::rdma_node_path("rdma_cm"),
             major,
             minor,
         }),

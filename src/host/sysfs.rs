@@ -2,6 +2,7 @@
 //! names the file, symlink names, directory listings, char device numbers and the name checks
 //! that guard every path built from sysfs data.
 
+use super::layout;
 use super::model::CharDev;
 use std::fs;
 use std::io::{self, Read};
@@ -34,13 +35,13 @@ pub(super) type Res<T> = Result<T, Skip>;
 
 /// A char device from its sysfs directory: number from `dev`, never computed.
 pub(super) fn char_dev(dir: &Path, name: &str) -> Res<CharDev> {
-    if !is_rdma_node_name(name) {
+    if !layout::is_rdma_node_name(name) {
         return Err(Skip::new(dir, "not an RDMA char device name"));
     }
     let file = dir.join("dev");
     let (major, minor) = parse_dev(&file, &required(&file)?)?;
     Ok(CharDev {
-        path: format!("/dev/infiniband/{name}"),
+        path: layout::rdma_node_path(name),
         name: name.to_string(),
         major,
         minor,
@@ -48,10 +49,7 @@ pub(super) fn char_dev(dir: &Path, name: &str) -> Res<CharDev> {
 }
 
 pub(super) fn parse_dev(file: &Path, s: &str) -> Res<(u32, u32)> {
-    let (maj, min) = s
-        .split_once(':')
-        .ok_or_else(|| Skip::new(file, format!("{s:?} is not MAJOR:MINOR")))?;
-    Ok((parse(file, maj)?, parse(file, min)?))
+    layout::parse_dev(s).ok_or_else(|| Skip::new(file, format!("{s:?} is not MAJOR:MINOR")))
 }
 
 // ---- small readers -------------------------------------------------------------------------
@@ -194,14 +192,6 @@ pub fn is_bdf(s: &str) -> bool {
         && (b'0'..=b'7').contains(&b[11])
 }
 
-/// `uverbsN`, `umadN` or `issmN`: the only names that may become `/dev/infiniband/<name>`.
-pub(super) fn is_rdma_node_name(name: &str) -> bool {
-    ["uverbs", "umad", "issm"].iter().any(|p| {
-        name.strip_prefix(p)
-            .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|c| c.is_ascii_digit()))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,14 +203,5 @@ mod tests {
         assert!(!is_bdf("0000:3b:00.8"));
         assert!(!is_bdf("../../etc/x"));
         assert!(!is_bdf("0000:3b:00.2x"));
-    }
-
-    #[test]
-    fn rdma_node_names() {
-        assert!(is_rdma_node_name("uverbs12"));
-        assert!(is_rdma_node_name("issm0"));
-        assert!(!is_rdma_node_name("uverbs"));
-        assert!(!is_rdma_node_name("uverbs1/../../x"));
-        assert!(!is_rdma_node_name("rdma_cm"));
     }
 }

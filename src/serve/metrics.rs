@@ -3,10 +3,10 @@
 //! allocated function. Each scrape has its own registry, so parallel scrapes share nothing but
 //! the atomic counters in [`Stats`].
 
-use super::counters::{self, NETDEV_STATS};
 use super::holders::{Labels, Owner};
 use super::stats::{PoolLabels, Stats};
 use super::view::PoolView;
+use crate::host::layout::{self, NETDEV_STATS};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -98,8 +98,10 @@ pub fn render(s: &Scrape) -> String {
                 let ibdev = rdma.ibdev.clone().unwrap_or_default();
                 for p in &rdma.ports {
                     let dir = s.sysfs_root.join(&p.sysfs_dir);
-                    for (family, sub) in [(&hw, "hw_counters"), (&port, "counters")] {
-                        for (counter, v) in counters::read_dir(&dir.join(sub)) {
+                    for (family, sub) in
+                        [(&hw, layout::HW_COUNTERS), (&port, layout::PORT_COUNTERS)]
+                    {
+                        for (counter, v) in layout::read_counters(&dir.join(sub)) {
                             let labels = PortLabels {
                                 resource: resource.clone(),
                                 device: id.clone(),
@@ -116,14 +118,9 @@ pub fn render(s: &Scrape) -> String {
                 }
             }
             for nd in dev.netdevs() {
-                let dir = s
-                    .sysfs_root
-                    .join(dev.sysfs_dir())
-                    .join("net")
-                    .join(&nd.name)
-                    .join("statistics");
+                let dir = layout::netdev_statistics(&s.sysfs_root.join(dev.sysfs_dir()), &nd.name);
                 for (family, stat) in netdev.iter().zip(NETDEV_STATS) {
-                    if let Some(v) = counters::read_counter(&dir.join(stat)) {
+                    if let Some(v) = layout::read_counter(&dir.join(stat)) {
                         let labels = NetdevLabels {
                             resource: resource.clone(),
                             device: id.clone(),

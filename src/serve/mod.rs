@@ -4,7 +4,6 @@
 //! change rebuilds the pools (pure) and hands each pool's endpoint a fresh [`PoolView`]. Edges
 //! (gRPC endpoints, watchers) own no logic.
 
-mod counters;
 mod holders;
 mod http;
 mod lock;

@@ -232,7 +232,7 @@ pub fn cdi_dir(dir: &Path, tx: Sender<Event>) {
 }
 
 pub fn sysfs_tree(sysfs_root: &Path, tx: Sender<Event>) {
-    let mut dirs = vec![sysfs_root.join("bus/pci/devices")];
+    let mut dirs = vec![sysfs_root.join(crate::host::layout::PCI_DEVICES)];
     if let Ok(entries) = std::fs::read_dir(sysfs_root.join("bus/pci/drivers")) {
         dirs.extend(entries.flatten().map(|e| e.path()));
     }
