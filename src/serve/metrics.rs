@@ -6,7 +6,7 @@
 use super::counters::{self, NETDEV_STATS};
 use super::holders::{Labels, Owner};
 use super::stats::{PoolLabels, Stats};
-use super::view::PoolView;
+use crate::inventory::PoolView;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
