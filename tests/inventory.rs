@@ -268,3 +268,70 @@ fn a_claim_on_a_device_gone_from_its_pool_keeps_it_listed_unhealthy() {
     assert_eq!(view.health.get(VF), Some(&false));
     assert!(view.advertised().iter().any(|a| a.id == VF && !a.healthy));
 }
+
+/// The running inventory: its config watch (real inotify) publishes a reload to a subscriber,
+/// and claims handed in by the front end reach the next inventory. Host watchers off: the
+/// fixture tree is not a real sysfs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_publishes_each_change_to_subscribers() {
+    use std::time::Duration;
+    let node = common::sample();
+    let config = node._tmp.path().join("conf/config.json");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(&config, fixture::sample_config()).unwrap();
+    let opts = InventoryOptions {
+        watch_host: false,
+        watch_links: false,
+        ..InventoryOptions::new(node.paths.clone(), config.clone(), "intel.com".into())
+    };
+    let (task, mut rx) = nicplug::inventory::start(opts).await.unwrap();
+    let first = rx.borrow_and_update().clone();
+    assert_eq!(first.generation, 1);
+    assert!(first.pools.contains_key(VF_POOL));
+
+    let text = fixture::sample_config().replace("\"cx6dx_vf\"", "\"moved_vf\"");
+    fs::write(&config, text).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("no inventory within 10 s of the config change")
+        .unwrap();
+    let reloaded = rx.borrow_and_update().clone();
+    assert!(reloaded.pools.contains_key("nvidia.com/moved_vf"));
+    assert!(!reloaded.pools.contains_key(VF_POOL));
+    assert_eq!(reloaded.config_reloads.ok, 1);
+
+    task.set_claims(claims(&[(VF, VF_POOL)])).await;
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("no inventory within 10 s of the claims")
+        .unwrap();
+    let held = rx.borrow_and_update().clone();
+    assert_eq!(
+        held.pools["nvidia.com/moved_vf"]
+            .held_elsewhere
+            .get(VF)
+            .map(String::as_str),
+        Some(VF_POOL)
+    );
+    task.stop();
+}
+
+#[tokio::test]
+async fn start_refuses_a_bad_config_naming_the_file() {
+    let node = common::sample();
+    let config = node._tmp.path().join("config.json");
+    fs::write(&config, "{\"resourceList\": 3}").unwrap();
+    let opts = InventoryOptions::new(node.paths.clone(), config.clone(), "intel.com".into());
+    let err = match nicplug::inventory::start(opts).await {
+        Ok(_) => panic!("a bad config was taken"),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains(&config.display().to_string()),
+        "{err}"
+    );
+    assert!(matches!(
+        err,
+        nicplug::inventory::InventoryError::Config { .. }
+    ));
+}
