@@ -81,6 +81,24 @@ pub struct InventoryOptions {
     pub config_check: Option<ConfigCheck>,
 }
 
+impl std::fmt::Debug for InventoryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InventoryOptions")
+            .field("paths", &self.paths)
+            .field("config_path", &self.config_path)
+            .field("default_prefix", &self.default_prefix)
+            .field("rescan_interval", &self.rescan_interval)
+            .field("watch_host", &self.watch_host)
+            .field("watch_links", &self.watch_links)
+            .field("claims", &self.claims)
+            .field(
+                "config_check",
+                &self.config_check.as_ref().map(|_| "(a front end's rules)"),
+            )
+            .finish()
+    }
+}
+
 impl InventoryOptions {
     /// Every watcher on, no claims, no extra config rules.
     pub fn new(paths: HostPaths, config_path: PathBuf, default_prefix: String) -> Self {
@@ -129,6 +147,7 @@ impl InventoryTask {
         self.events.clone()
     }
 
+    /// Stop the inventory and its watchers (what dropping it does, said out loud).
     pub fn stop(self) {}
 }
 
