@@ -23,6 +23,7 @@ pub mod health;
 pub mod host;
 pub mod identity;
 pub mod info;
+pub mod inventory;
 pub mod legacy;
 pub mod paths;
 pub mod pools;

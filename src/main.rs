@@ -667,11 +667,11 @@ fn allocate(
         bail!("no pool named {resource:?}; pools: {}", known.join(", "));
     };
     let paths = paths(args);
-    let view = serve::PoolView::new(
+    let view = nicplug::inventory::PoolView::new(
         pool.clone(),
         std::sync::Arc::new(host),
         std::sync::Arc::new(paths.clone()),
-        &serve::LinkStates::new(),
+        &nicplug::health::LinkStates::new(),
     );
     let edits = view.allocate(ids)?;
     if let Some(version) = cdi_version {

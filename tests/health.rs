@@ -8,9 +8,9 @@ use common::{Node, node, pools_for, sample};
 use nicplug::config::HealthRule;
 use nicplug::fixture::{self, PortState, VfPatch};
 use nicplug::health::{LinkStates, LiveLink, Reason, Verdict, VfLinkState, verdict};
+use nicplug::inventory::PoolView;
 use nicplug::pools::Pools;
 use nicplug::report;
-use nicplug::serve::PoolView;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

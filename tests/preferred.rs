@@ -3,7 +3,7 @@
 
 use nicplug::fixture;
 use nicplug::host::{self, Host};
-use nicplug::serve::preferred;
+use nicplug::inventory::preferred;
 
 fn host() -> (tempfile::TempDir, Host) {
     let tmp = tempfile::tempdir().unwrap();

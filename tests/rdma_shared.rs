@@ -11,8 +11,8 @@ use nicplug::edits;
 use nicplug::fixture;
 use nicplug::health::LinkStates;
 use nicplug::host;
+use nicplug::inventory::PoolView;
 use nicplug::pools::{self, Placement, Pools};
-use nicplug::serve::PoolView;
 use std::path::Path;
 use std::sync::Arc;
 

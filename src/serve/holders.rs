@@ -14,6 +14,7 @@
 
 use super::podresources::{self, Holder};
 use crate::files;
+use crate::inventory::Claims;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,37 +35,6 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `(namespace, pod, container)` of a holder, as kubelet names it.
 pub type Owner = (String, String, String);
-
-/// What the pools need to know: device ID -> resources it is claimed under.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Claims {
-    pub by_id: BTreeMap<String, BTreeSet<String>>,
-    /// Nothing is known (the state file was unreadable and kubelet has not answered yet):
-    /// every device counts as held by someone else.
-    pub unknown: bool,
-}
-
-impl Claims {
-    /// The resource, other than `resource`, that holds `id`, if any.
-    pub fn elsewhere(&self, resource: &str, id: &str) -> Option<&str> {
-        if self.unknown {
-            return Some("(unknown: no record and no answer from kubelet)");
-        }
-        self.by_id
-            .get(id)?
-            .iter()
-            .find(|r| r.as_str() != resource)
-            .map(String::as_str)
-    }
-
-    /// Devices claimed under `resource`.
-    pub fn of(&self, resource: &str) -> impl Iterator<Item = &str> {
-        self.by_id
-            .iter()
-            .filter(move |(_, rs)| rs.contains(resource))
-            .map(|(id, _)| id.as_str())
-    }
-}
 
 /// What the metrics endpoint labels allocated devices with.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +64,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Holders {
     inner: Mutex<Inner>,
-    /// Claims changed: the manager recomputes what each pool advertises.
+    /// Claims changed: the inventory is told (it recomputes what each pool advertises).
     pub changed: Notify,
     /// A device began to wait for a release: the poller asks at once.
     wake: Notify,

@@ -6,7 +6,7 @@
 use super::holders::Holders;
 use super::metrics::{self, Scrape};
 use super::stats::Stats;
-use super::view::PoolView;
+use crate::inventory::PoolView;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ACCEPT, CONTENT_TYPE};

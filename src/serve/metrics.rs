@@ -5,8 +5,8 @@
 
 use super::holders::{Labels, Owner};
 use super::stats::{PoolLabels, Stats};
-use super::view::PoolView;
 use crate::host::layout::{self, NETDEV_STATS};
+use crate::inventory::PoolView;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -1,8 +1,10 @@
-//! `nicplug serve`: one kubelet device plugin per pool, kept in step with the host.
+//! `nicplug serve`: one kubelet device plugin per pool, a subscriber of the inventory.
 //!
-//! The manager owns the last good config, the host snapshot and the live link states; every
-//! change rebuilds the pools (pure) and hands each pool's endpoint a fresh [`PoolView`]. Edges
-//! (gRPC endpoints, watchers) own no logic.
+//! The inventory ([`crate::inventory`]) keeps the config, the host snapshot, link states,
+//! health and claims current and publishes one immutable [`Inventory`] after each change. The
+//! manager here only publishes it to kubelet: a plugin endpoint per pool (socket,
+//! registration, ListAndWatch), the CDI spec files and the readiness. Its own events are
+//! kubelet's directory (a restart deletes our sockets) and the CDI directory.
 
 mod holders;
 mod http;
@@ -10,26 +12,21 @@ mod lock;
 mod metrics;
 mod plugin;
 mod podresources;
-mod preferred;
 mod probe;
 mod server;
 mod stats;
-mod view;
 mod watch;
 
-pub use crate::health::LinkStates;
-pub use preferred::preferred;
 pub use probe::probe;
 pub use server::socket_name;
 pub use stats::Stats;
-pub use view::{Advertised, AllocError, PoolView};
 
 use crate::HostPaths;
 use crate::cdi;
-use crate::config::{self, Config, ConfigError};
-use crate::host::{self, DiscoverError, Host, Scope, Skipped};
 use crate::identity;
-use crate::pools;
+use crate::inventory::{
+    self, ConfigReloads, Inventory, InventoryError, InventoryOptions, InventoryTask, PoolView,
+};
 use holders::Holders;
 use server::PoolEndpoint;
 use std::collections::BTreeMap;
@@ -48,7 +45,8 @@ pub struct ServeOptions {
     pub paths: HostPaths,
     pub config_path: PathBuf,
     pub default_prefix: String,
-    /// Safety-net rescan period; events do the real work.
+    /// Safety-net rescan period; events do the real work. Also how often a CDI spec that
+    /// could not be written is tried again.
     pub rescan_interval: Duration,
     /// Write CNI device-info files into `paths.device_info_dir`.
     pub device_info: bool,
@@ -67,14 +65,8 @@ pub struct ServeOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("config {path}")]
-    Config {
-        path: PathBuf,
-        #[source]
-        source: ConfigError,
-    },
     #[error(transparent)]
-    Discover(#[from] DiscoverError),
+    Inventory(#[from] InventoryError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("metrics endpoint {addr}: {source}")]
@@ -91,6 +83,14 @@ pub enum ServeError {
     },
 }
 
+/// What one pool's endpoint serves: the inventory's view of the pool, and in CDI mode the
+/// spec written for it (Allocate names its devices; `None`: answer without CDI).
+#[derive(Debug)]
+pub struct Served {
+    pub view: Arc<PoolView>,
+    pub cdi: Option<Arc<cdi::Published>>,
+}
+
 /// Run until SIGTERM, SIGINT, SIGHUP or SIGQUIT; then stop every endpoint and remove its
 /// socket.
 pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
@@ -105,28 +105,27 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // Before anything is touched: a second daemon must leave the first one's files alone.
     let _lock = lock::lock_dir(&plugin_dir)?;
     clean_up_after_earlier_runs(&opts, &plugin_dir);
-    let checks = IdentityChecks {
-        default_prefix: opts.default_prefix.clone(),
-        plugin_dir: plugin_dir.clone(),
-    };
-    let (config_bytes, config) = match load_config(opts.config_path.clone(), None, checks).await {
-        Load::Unreadable(source)
-        | Load::Read {
-            parsed: Err(source),
-            ..
-        } => {
-            return Err(ServeError::Config {
-                path: opts.config_path.clone(),
-                source,
-            });
-        }
-        Load::Unchanged => unreachable!("nothing to compare with"),
-        Load::Read {
-            bytes,
-            parsed: Ok(config),
-        } => (bytes, config),
-    };
     let holders = Arc::new(Holders::load(Some(plugin_dir.join(holders::STATE_FILE))));
+
+    // Watch before the first read, so nothing can change unseen in between.
+    let (tx, mut rx) = mpsc::channel(1024);
+    watch::plugin_dir(&plugin_dir, tx.clone());
+    if opts.cdi_version.is_some() {
+        watch::cdi_dir(&opts.paths.cdi_dir, tx.clone());
+    }
+    // Every pool needs a plugin socket name that fits: a config without is refused.
+    let (prefix, dir) = (opts.default_prefix.clone(), plugin_dir.clone());
+    let inventory_opts = InventoryOptions {
+        rescan_interval: opts.rescan_interval,
+        claims: holders.claims(),
+        config_check: Some(Arc::new(move |c| identity::check(c, &prefix, &dir))),
+        ..InventoryOptions::new(
+            opts.paths.clone(),
+            opts.config_path.clone(),
+            opts.default_prefix.clone(),
+        )
+    };
+    let (inventory, mut inventory_rx) = inventory::start(inventory_opts).await?;
     tokio::spawn(holders.clone().poll(opts.pod_resources_socket.clone()));
 
     let stats = Arc::new(Stats::default());
@@ -163,29 +162,6 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         None => None,
     };
 
-    let (tx, mut rx) = mpsc::channel(1024);
-    // Watch before the first read, so nothing can change unseen in between.
-    watch::plugin_dir(&plugin_dir, tx.clone());
-    watch::config_dir(&opts.config_path, tx.clone());
-    if opts.cdi_version.is_some() {
-        watch::cdi_dir(&opts.paths.cdi_dir, tx.clone());
-    }
-    watch::sysfs_tree(&opts.paths.sysfs_root, tx.clone());
-    watch::uevents(tx.clone());
-    let links_watched = watch::links(tx.clone());
-    // A shared plugin's `periodicUpdateInterval` only sets this safety net (read at start);
-    // its 0 ("never") keeps the command line's, so a lost event is still caught.
-    let rescan_every = match config.periodic_update_interval {
-        Some(n) if n > 0 => Duration::from_secs(n),
-        _ => opts.rescan_interval,
-    };
-    watch::periodic(rescan_every, tx.clone());
-
-    let paths = opts.paths.clone();
-    let host = tokio::task::spawn_blocking(move || host::discover(&paths))
-        .await
-        .map_err(|e| io_err(&opts.paths.sysfs_root)(std::io::Error::other(e)))??;
-    log_skipped(&[], &host.skipped);
     let cdi_dir = opts.cdi_version.as_ref().map(|_| {
         let mut dir = cdi::SpecDir::new(&opts.paths.cdi_dir);
         match dir.remove_stale() {
@@ -197,31 +173,20 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
         }
         dir
     });
+    let first = inventory_rx.borrow_and_update().clone();
     let mut mgr = Manager {
         cdi_dir,
         cdi_retry: false,
-        paths: Arc::new(opts.paths.clone()),
         plugin_dir,
-        host: Arc::new(host),
-        links: LinkStates::new(),
-        config,
-        config_bytes,
+        reloads: first.config_reloads,
+        last: None,
         slots: BTreeMap::new(),
         opts,
         stats,
         views,
         holders: holders.clone(),
-        blocked: BTreeMap::new(),
     };
-    // The first views carry live link states, so rtnetlink's first dump changes nothing.
-    let early = match links_watched {
-        true => mgr.first_link_dump(&mut rx).await,
-        false => Vec::new(),
-    };
-    mgr.rebuild().await;
-    if !early.is_empty() {
-        mgr.handle(early, &mut rx).await;
-    }
+    mgr.take(first).await;
     info!(
         pools = mgr.slots.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -233,10 +198,23 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     // The SR-IOV plugin also stops cleanly on SIGHUP and SIGQUIT; so does nicplug.
     let mut hup = signal(SignalKind::hangup()).map_err(io_err(&PathBuf::from("SIGHUP")))?;
     let mut quit = signal(SignalKind::quit()).map_err(io_err(&PathBuf::from("SIGQUIT")))?;
+    // CDI specs someone else changed, and ones that could not be written, are seen to at
+    // this pace too (besides the CDI directory's own events).
+    let mut tick = tokio::time::interval(mgr.opts.rescan_interval);
+    tick.tick().await;
     loop {
         tokio::select! {
-            Some(ev) = rx.recv() => mgr.handle(vec![ev], &mut rx).await,
-            _ = holders.changed.notified() => mgr.refresh_health(),
+            changed = inventory_rx.changed() => {
+                if changed.is_err() {
+                    error!("the inventory stopped; shutting down");
+                    break;
+                }
+                let inv = inventory_rx.borrow_and_update().clone();
+                mgr.take(inv).await;
+            }
+            Some(ev) = rx.recv() => mgr.handle(ev, &mut rx).await,
+            _ = holders.changed.notified() => inventory.set_claims(holders.claims()).await,
+            _ = tick.tick() => mgr.tick().await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => break,
@@ -247,102 +225,92 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     for task in [metrics, health].into_iter().flatten() {
         task.abort();
     }
+    drop::<InventoryTask>(inventory);
     mgr.shutdown().await;
     Ok(())
 }
 
 struct Slot {
-    view: tokio::sync::watch::Sender<Arc<PoolView>>,
+    view: tokio::sync::watch::Sender<Arc<Served>>,
     endpoint: Option<PoolEndpoint>,
 }
 
 struct Manager {
     opts: ServeOptions,
-    paths: Arc<HostPaths>,
     plugin_dir: PathBuf,
-    host: Arc<Host>,
-    links: LinkStates,
-    /// The last good config, and the bytes last read (good or not).
-    config: Config,
-    config_bytes: Vec<u8>,
+    /// The inventory last taken.
+    last: Option<Arc<Inventory>>,
+    /// Config reloads counted into the stats so far.
+    reloads: ConfigReloads,
     slots: BTreeMap<String, Slot>,
     /// CDI mode: the spec files written.
     cdi_dir: Option<cdi::SpecDir>,
-    /// A spec could not be written: try again on the next rescan, even if nothing changed.
+    /// A spec could not be written: try again on the next tick, even if nothing changed.
     cdi_retry: bool,
     stats: Arc<Stats>,
     /// Every pool's current view, for the metrics endpoint.
     views: tokio::sync::watch::Sender<BTreeMap<String, Arc<PoolView>>>,
     /// Who holds which device under which resource.
     holders: Arc<Holders>,
-    /// `(resource, id)` advertised Unhealthy because of a claim -> why, as last logged.
-    blocked: BTreeMap<(String, String), String>,
 }
 
 impl Manager {
-    /// Take the link states of rtnetlink's first dump (a second at most); returns the other
-    /// events that came meanwhile.
-    async fn first_link_dump(&mut self, rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
-        let mut early = Vec::new();
-        let deadline = tokio::time::sleep(Duration::from_secs(1));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(Event::Link { name, live }) => {
-                        crate::health::update_link(&mut self.links, name, live);
-                    }
-                    Some(Event::LinksDumped) | None => return early,
-                    Some(other) => early.push(other),
-                },
-                _ = &mut deadline => return early,
-            }
+    /// Publish a new inventory: endpoints and CDI specs follow the pools when they were
+    /// rebuilt; otherwise each endpoint gets its pool's new health.
+    async fn take(&mut self, inv: Arc<Inventory>) {
+        let r = inv.config_reloads;
+        for _ in self.reloads.ok..r.ok {
+            self.stats.config_loaded(true, true);
+        }
+        for _ in self.reloads.failed..r.failed {
+            self.stats.config_loaded(false, true);
+        }
+        self.reloads = r;
+        let rebuilt = self
+            .last
+            .as_ref()
+            .is_none_or(|last| last.pools_generation != inv.pools_generation);
+        // Tell the poller whether any device waits for kubelet's release.
+        self.holders.set_pending(
+            inv.pools
+                .values()
+                .any(|v| !v.held_elsewhere.is_empty() || !v.ghosts.is_empty()),
+        );
+        self.last = Some(inv.clone());
+        if rebuilt {
+            self.rebuild(&inv).await;
+        } else {
+            self.refresh(&inv);
         }
     }
 
-    async fn handle(&mut self, mut batch: Vec<Event>, rx: &mut mpsc::Receiver<Event>) {
-        if matches!(batch[0], Event::Rescan { .. }) {
-            // Creating 127 VFs is a burst of uevents: let it land, then read sysfs once.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    async fn handle(&mut self, first: Event, rx: &mut mpsc::Receiver<Event>) {
+        let mut batch = vec![first];
         while let Ok(ev) = rx.try_recv() {
             batch.push(ev);
         }
-
-        let (mut rescan, mut reload, mut links_changed) = (None::<(&str, Scope)>, false, false);
         let mut cdi_touched = false;
         for ev in batch {
             match ev {
                 Event::PluginDir { name, created } => self.plugin_dir_event(&name, created).await,
                 Event::PluginDirLost => self.plugin_dir_lost().await,
-                Event::ConfigTouched => reload = true,
                 Event::CdiTouched => cdi_touched = true,
-                Event::Rescan { why, scope } => {
-                    rescan = Some(match rescan {
-                        Some((_, seen)) => (why, seen.merge(scope)),
-                        None => (why, scope),
-                    })
-                }
-                Event::LinksDumped => {}
-                Event::Link { name, live } => {
-                    links_changed |= crate::health::update_link(&mut self.links, name, live)
-                }
             }
         }
-        let config_changed = reload && self.reload_config().await;
-        let rescanned = rescan.is_some();
-        let host_changed = match rescan {
-            Some((why, scope)) => self.rescan(why, scope).await,
-            None => false,
-        };
-        if config_changed || host_changed || (rescanned && self.cdi_retry) {
-            self.rebuild().await;
-        } else if links_changed {
-            self.refresh_health();
-        }
-        if cdi_touched || rescanned {
+        if cdi_touched {
             self.repair_cdi().await;
         }
+    }
+
+    /// The periodic safety net: write again the specs that could not be written, repair
+    /// those someone else changed.
+    async fn tick(&mut self) {
+        if self.cdi_retry
+            && let Some(inv) = self.last.clone()
+        {
+            self.rebuild(&inv).await;
+        }
+        self.repair_cdi().await;
     }
 
     /// Write again any spec someone else changed or removed: Allocate names them.
@@ -456,89 +424,27 @@ impl Manager {
         }
     }
 
-    /// Re-read the config if its bytes changed; true when a new good config was taken. Read
-    /// once and parsed from those bytes, off the runtime threads.
-    async fn reload_config(&mut self) -> bool {
-        let path = self.opts.config_path.clone();
-        let checks = IdentityChecks {
-            default_prefix: self.opts.default_prefix.clone(),
-            plugin_dir: self.plugin_dir.clone(),
-        };
-        let (bytes, parsed) =
-            match load_config(path.clone(), Some(self.config_bytes.clone()), checks).await {
-                // Mid-swap, or gone: keep the last good config; the next event retries.
-                Load::Unreadable(_) | Load::Unchanged => return false,
-                Load::Read { bytes, parsed } => (bytes, parsed),
-            };
-        self.config_bytes = bytes;
-        match parsed {
-            Ok(config) => {
-                info!(config = %path.display(), resources = config.resources.len(), "config reloaded");
-                self.stats.config_loaded(true, true);
-                self.config = config;
-                true
-            }
-            Err(e) => {
-                error!(config = %path.display(), "config rejected; still serving the last good config:\n{e}");
-                self.stats.config_loaded(false, true);
-                false
-            }
-        }
-    }
-
-    /// Read sysfs again, only `scope` of it when the event said; true when the snapshot changed.
-    async fn rescan(&mut self, why: &str, scope: Scope) -> bool {
-        let (paths, old) = (self.paths.clone(), self.host.clone());
-        let read = match &scope {
-            Scope::All => "full".to_string(),
-            Scope::Functions(f) => format!("{} function(s)", f.len()),
-        };
-        let reread = move || host::reread(&paths, &old, &scope);
-        let host = match tokio::task::spawn_blocking(reread).await {
-            Ok(Ok(host::Reread::Same)) => return false,
-            Ok(Ok(host::Reread::Changed(h))) => h,
-            Ok(Err(e)) => {
-                error!("rescan ({why}) failed; keeping the last snapshot: {e}");
-                return false;
-            }
-            Err(e) => {
-                error!("rescan ({why}) panicked: {e}");
-                return false;
-            }
-        };
-        log_skipped(&self.host.skipped, &host.skipped);
-        info!(why, %read, functions = host.functions.len(), "host changed");
-        self.host = Arc::new(host);
-        true
-    }
-
-    /// Pools from the current config and snapshot; start, update or stop endpoints to match.
-    async fn rebuild(&mut self) {
-        let built = pools::build(&self.host, &self.config, &self.opts.default_prefix);
-        let claims = self.holders.claims();
-        let mut views: Vec<PoolView> = built
-            .pools
-            .into_iter()
-            .map(|pool| {
-                let mut view =
-                    PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
-                view.hold(&claims);
-                view
-            })
-            .collect();
+    /// Pools from the inventory; CDI specs written, endpoints started, updated or stopped to
+    /// match.
+    async fn rebuild(&mut self, inv: &Arc<Inventory>) {
+        let views: Vec<Arc<PoolView>> = inv.pools.values().cloned().collect();
+        let mut published: Vec<Option<Arc<cdi::Published>>> = vec![None; views.len()];
         self.cdi_retry = false;
         // The specs are on disk before any Allocate can name their devices; written off the
         // runtime threads.
         if let (Some(mut dir), Some(version)) = (self.cdi_dir.take(), self.opts.cdi_version.clone())
         {
-            let publish = move || {
-                let results: Vec<_> = views
-                    .iter()
-                    .map(|view| publish_cdi(&mut dir, &version, view))
-                    .collect();
-                (dir, views, results)
+            let publish = {
+                let views = views.clone();
+                move || {
+                    let results: Vec<_> = views
+                        .iter()
+                        .map(|view| publish_cdi(&mut dir, &version, view))
+                        .collect();
+                    (dir, results)
+                }
             };
-            let (dir, mut back, results) = match tokio::task::spawn_blocking(publish).await {
+            let (dir, results) = match tokio::task::spawn_blocking(publish).await {
                 Ok(r) => r,
                 Err(e) => {
                     error!("writing CDI specs panicked: {e}");
@@ -546,18 +452,17 @@ impl Manager {
                 }
             };
             self.cdi_dir = Some(dir);
-            for (view, result) in back.iter_mut().zip(results) {
+            for (slot, result) in published.iter_mut().zip(results) {
                 match result {
-                    Ok(published) => view.cdi = published,
+                    Ok(p) => *slot = p,
                     Err(WriteFailed) => self.cdi_retry = true,
                 }
             }
-            views = back;
         }
-        self.log_blocked(&views);
-        let wanted: BTreeMap<String, Arc<PoolView>> = views
+        let wanted: BTreeMap<String, Arc<Served>> = views
             .into_iter()
-            .map(|v| (v.pool.name.clone(), Arc::new(v)))
+            .zip(published)
+            .map(|(view, cdi)| (view.pool.name.clone(), Arc::new(Served { view, cdi })))
             .collect();
         let gone: Vec<String> = self
             .slots
@@ -571,10 +476,10 @@ impl Manager {
                 stop(slot).await;
             }
         }
-        for (resource, view) in wanted {
+        for (resource, served) in wanted {
             match self.slots.get_mut(&resource) {
                 Some(slot) => {
-                    view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
+                    slot.view.send_replace(served);
                     if slot.endpoint.is_none() {
                         restart(
                             &self.plugin_dir,
@@ -589,7 +494,7 @@ impl Manager {
                 }
                 None => {
                     self.stats.pool_seen(&resource);
-                    let (tx, _) = tokio::sync::watch::channel(view);
+                    let (tx, _) = tokio::sync::watch::channel(served);
                     let mut slot = Slot {
                         view: tx,
                         endpoint: None,
@@ -631,7 +536,7 @@ impl Manager {
         let views = self
             .slots
             .iter()
-            .map(|(resource, slot)| (resource.clone(), slot.view.borrow().clone()))
+            .map(|(resource, slot)| (resource.clone(), slot.view.borrow().view.clone()))
             .collect();
         self.views.send_replace(views);
         self.stats.set_pools(
@@ -641,56 +546,19 @@ impl Manager {
         );
     }
 
-    /// Same pools, new link states or claims.
-    fn refresh_health(&mut self) {
-        let claims = self.holders.claims();
-        let mut views = Vec::with_capacity(self.slots.len());
-        for slot in self.slots.values() {
-            let (pool, published) = {
-                let old = slot.view.borrow();
-                (old.pool.clone(), old.cdi.clone())
+    /// Same pools, new health (link states or claims): each endpoint keeps its CDI spec.
+    fn refresh(&mut self, inv: &Inventory) {
+        for (resource, slot) in &self.slots {
+            let Some(view) = inv.pools.get(resource) else {
+                continue;
             };
-            let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
-            view.cdi = published;
-            view.hold(&claims);
-            views.push(view);
-        }
-        self.log_blocked(&views);
-        for (slot, view) in self.slots.values().zip(views) {
-            let view = Arc::new(view);
-            view::log_health_changes(&slot.view.send_replace(view.clone()), &view);
+            let cdi = slot.view.borrow().cdi.clone();
+            slot.view.send_replace(Arc::new(Served {
+                view: view.clone(),
+                cdi,
+            }));
         }
         self.publish_views();
-    }
-
-    /// Say which devices a claim keeps Unhealthy, once per change; tell the poller whether
-    /// any waits for kubelet's release.
-    fn log_blocked(&mut self, views: &[PoolView]) {
-        let mut now = BTreeMap::new();
-        for v in views {
-            for (id, other) in &v.held_elsewhere {
-                now.insert(
-                    (v.pool.name.clone(), id.clone()),
-                    format!("held under {other}"),
-                );
-            }
-            for id in &v.ghosts {
-                now.insert(
-                    (v.pool.name.clone(), id.clone()),
-                    "allocated, and gone from the pool".to_string(),
-                );
-            }
-        }
-        for ((resource, id), why) in &now {
-            if self.blocked.get(&(resource.clone(), id.clone())) != Some(why) {
-                warn!(%resource, %id, "advertised Unhealthy until kubelet releases it: {why}");
-            }
-        }
-        for (resource, id) in self.blocked.keys().filter(|k| !now.contains_key(*k)) {
-            info!(%resource, %id, "released by kubelet; advertised by its health again");
-        }
-        self.holders.set_pending(!now.is_empty());
-        self.blocked = now;
     }
 
     async fn shutdown(&mut self) {
@@ -816,61 +684,5 @@ fn clean_up_after_earlier_runs(opts: &ServeOptions, plugin_dir: &std::path::Path
             Ok(_) => {}
             Err(e) => warn!(dir = %dir.display(), "cannot clean the device-info directory: {e}"),
         }
-    }
-}
-
-/// What reading the config file gave.
-enum Load {
-    Unreadable(ConfigError),
-    /// The same bytes as last time.
-    Unchanged,
-    Read {
-        bytes: Vec<u8>,
-        parsed: Result<Config, ConfigError>,
-    },
-}
-
-/// Read the config file once and parse those very bytes, off the runtime threads: a swap
-/// between a read and a parse can no longer serve a file that is not on disk.
-/// Bounded and never blocking on a planted FIFO ([`config::read_config_bytes`]); the identity
-/// rules are checked on the same thread.
-async fn load_config(path: PathBuf, last: Option<Vec<u8>>, checks: IdentityChecks) -> Load {
-    let read = move || {
-        let bytes = match config::read_config_bytes(&path) {
-            Ok(b) => b,
-            Err(e) => return Load::Unreadable(e),
-        };
-        if last.as_deref() == Some(&bytes[..]) {
-            return Load::Unchanged;
-        }
-        let parsed = config::parse_config_bytes(&path, bytes.clone()).and_then(|c| {
-            identity::check(&c, &checks.default_prefix, &checks.plugin_dir).map(|()| c)
-        });
-        Load::Read { bytes, parsed }
-    };
-    tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
-        Load::Unreadable(ConfigError::Read {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })
-    })
-}
-
-/// What the identity rules need besides the config.
-struct IdentityChecks {
-    default_prefix: String,
-    plugin_dir: PathBuf,
-}
-
-/// Warn about functions newly skipped; say when one recovers.
-fn log_skipped(before: &[Skipped], now: &[Skipped]) {
-    for s in now.iter().filter(|s| !before.contains(s)) {
-        warn!(function = %s.address, file = %s.file.display(), "skipping function: {}", s.reason);
-    }
-    for s in before
-        .iter()
-        .filter(|b| !now.iter().any(|n| n.address == b.address))
-    {
-        info!(function = %s.address, "function readable again");
     }
 }

@@ -1,11 +1,12 @@
-//! The DevicePlugin gRPC service of one pool: a thin edge over [`PoolView`].
+//! The DevicePlugin gRPC service of one pool: a thin edge over the inventory's [`PoolView`]
+//! (the rules) and its CDI spec ([`Served`]).
 
+use super::Served;
 use super::holders::Holders;
-use super::preferred::preferred;
 use super::stats::Stats;
-use super::view::{AllocError, PoolView, list_response};
 use crate::api::device_plugin_server::DevicePlugin;
 use crate::api::{self, Empty};
+use crate::inventory::{Advertised, AllocError, IdsError, PoolView};
 use crate::render;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -21,31 +22,17 @@ use tracing::{info, warn};
 pub const READY_HEADER: &str = "nicplug-ready";
 
 pub struct PluginService {
-    pub view: watch::Receiver<Arc<PoolView>>,
+    pub view: watch::Receiver<Arc<Served>>,
     /// Where CNI device-info files go; `None` disables them.
     pub device_info_dir: Option<PathBuf>,
     pub stats: Arc<Stats>,
     pub holders: Arc<Holders>,
 }
 
-/// A request's IDs must be this pool's listed devices, each at most once: anything bigger than
-/// the pool is refused before any work is done.
+/// A request's IDs must be this pool's listed devices, each at most once.
 fn check_ids(view: &PoolView, ids: &[String], field: &str) -> Result<(), Status> {
-    if ids.len() > view.listed() {
-        return Err(Status::invalid_argument(format!(
-            "{field}: {} IDs, but {} has {} devices",
-            ids.len(),
-            view.pool.name,
-            view.listed()
-        )));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
-        return Err(Status::invalid_argument(format!(
-            "{field}: {dup} is given twice"
-        )));
-    }
-    Ok(())
+    view.check_ids(ids, field)
+        .map_err(|e: IdsError| Status::invalid_argument(e.to_string()))
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListAndWatchResponse, Status>> + Send>>;
@@ -80,7 +67,7 @@ impl DevicePlugin for PluginService {
         tokio::spawn(async move {
             let mut last = None;
             loop {
-                let devices = view.borrow_and_update().advertised();
+                let devices = view.borrow_and_update().view.advertised();
                 if last.as_ref() != Some(&devices) {
                     if tx.send(Ok(list_response(&devices))).await.is_err() {
                         return;
@@ -100,7 +87,7 @@ impl DevicePlugin for PluginService {
         &self,
         request: Request<api::PreferredAllocationRequest>,
     ) -> Result<Response<api::PreferredAllocationResponse>, Status> {
-        let view = self.view.borrow().clone();
+        let view = self.view.borrow().view.clone();
         let requests = request.into_inner().container_requests;
         let mut container_responses = Vec::with_capacity(requests.len().min(view.listed()));
         for r in &requests {
@@ -108,8 +95,7 @@ impl DevicePlugin for PluginService {
             check_ids(&view, &r.available_device_i_ds, "available_deviceIDs")?;
             check_ids(&view, &r.must_include_device_i_ds, "must_include_deviceIDs")?;
             container_responses.push(api::ContainerPreferredAllocationResponse {
-                device_i_ds: preferred(
-                    &view.host,
+                device_i_ds: view.preferred(
                     &r.available_device_i_ds,
                     &r.must_include_device_i_ds,
                     usize::try_from(r.allocation_size).unwrap_or(0),
@@ -125,7 +111,8 @@ impl DevicePlugin for PluginService {
         &self,
         request: Request<api::AllocateRequest>,
     ) -> Result<Response<api::AllocateResponse>, Status> {
-        let view = self.view.borrow().clone();
+        let served = self.view.borrow().clone();
+        let view = served.view.clone();
         let requests = request.into_inner().container_requests;
         let all: Vec<String> = requests
             .iter()
@@ -187,11 +174,11 @@ impl DevicePlugin for PluginService {
                 ids = %ids.join(","),
                 devices = %edits.devices.iter().map(|d| d.container_path.as_str()).collect::<Vec<_>>().join(","),
                 mounts = edits.mounts.len(),
-                cdi = view.cdi.is_some(),
+                cdi = served.cdi.is_some(),
                 "allocated"
             );
             // CDI mode: the spec carries nodes and mounts; envs stay as they are.
-            let response = view.cdi.as_deref().and_then(|c| c.response(&edits, &ids));
+            let response = served.cdi.as_deref().and_then(|c| c.response(&edits, &ids));
             container_responses.push(response.unwrap_or_else(|| render::allocate_response(&edits)));
         }
         Ok(Response::new(api::AllocateResponse {
@@ -219,5 +206,41 @@ fn write_device_info(dir: &Path, view: &PoolView, ids: &[String]) {
         if let Err(e) = crate::files::write_atomically(dir, &name, body.as_bytes()) {
             warn!(dir = %dir.display(), file = %name, "cannot write device-info file: {e}");
         }
+    }
+}
+
+/// Kubelet's rendering of a device list.
+pub fn list_response(devices: &[Advertised]) -> api::ListAndWatchResponse {
+    api::ListAndWatchResponse {
+        devices: devices
+            .iter()
+            .map(|d| api::Device {
+                id: d.id.clone(),
+                health: if d.healthy { "Healthy" } else { "Unhealthy" }.to_string(),
+                topology: d.numa_node.map(|n| api::TopologyInfo {
+                    nodes: vec![api::NumaNode { id: i64::from(n) }],
+                }),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The most IDs a shared pool may have fit one ListAndWatch message under kubelet's 4 MiB.
+    #[test]
+    fn largest_shared_pool_fits_one_message() {
+        let devices: Vec<Advertised> = (0..crate::config::MAX_HCA_IDS)
+            .map(|n| Advertised {
+                id: n.to_string(),
+                healthy: false,
+                numa_node: None,
+            })
+            .collect();
+        let len = list_response(&devices).encoded_len();
+        assert!(len < 4 * 1024 * 1024 / 2, "{len} bytes");
     }
 }

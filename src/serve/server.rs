@@ -1,10 +1,10 @@
 //! One pool's plugin endpoint: a gRPC server on its own Unix socket, and its registration with
 //! kubelet (serve first, then register; retry registration with capped backoff, never give up).
 
+use super::Served;
 use super::holders::Holders;
 use super::plugin::PluginService;
 use super::stats::Stats;
-use super::view::PoolView;
 use crate::api::RegisterRequest;
 use crate::api::device_plugin_server::DevicePluginServer;
 use crate::api::registration_client::RegistrationClient;
@@ -49,7 +49,7 @@ impl PoolEndpoint {
     pub fn start(
         plugin_dir: &Path,
         resource: &str,
-        view: watch::Receiver<Arc<PoolView>>,
+        view: watch::Receiver<Arc<Served>>,
         device_info_dir: Option<PathBuf>,
         stats: Arc<Stats>,
         holders: Arc<Holders>,

@@ -1,9 +1,9 @@
-//! What one pool's plugin serves at a moment: the pool, the host snapshot it came from and the
-//! health of each device. Replaced whole on every change and shared with the gRPC handlers.
+//! One pool at a moment: the pool, the host snapshot it came from, the health of each device
+//! and the allocation rules (known IDs, healthy only, preferred choice). Replaced whole on
+//! every change and shared with the front ends, which only render it.
 
-use super::holders::Claims;
+use super::claims::Claims;
 use crate::HostPaths;
-use crate::api;
 use crate::edits::{self, ContainerEdits, EditError};
 use crate::health::{LinkStates, Reason, verdict};
 use crate::host::Host;
@@ -11,7 +11,7 @@ use crate::pools::Pool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One advertised device: what kubelet sees.
+/// One advertised device: what a front end publishes (kubelet's device list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertised {
     pub id: String,
@@ -28,13 +28,25 @@ pub struct PoolView {
     pub health: BTreeMap<String, bool>,
     /// Device ID -> why (see [`crate::health`]), for the metrics.
     pub reasons: BTreeMap<String, Reason>,
-    /// CDI mode: the pool's spec as written; Allocate names its devices. `None`: no CDI.
-    pub cdi: Option<Arc<crate::cdi::Published>>,
     /// Devices of the pool kubelet still holds under another resource -> that resource.
     pub held_elsewhere: BTreeMap<String, String>,
     /// Devices held under this resource that left the pool (gone from the host, or moved by
     /// a reload): listed Unhealthy until kubelet releases them.
     pub ghosts: Vec<String>,
+}
+
+/// A request's device IDs are not a set of this pool's listed devices.
+#[derive(Debug, thiserror::Error)]
+pub enum IdsError {
+    #[error("{field}: {given} IDs, but {pool} has {listed} devices")]
+    TooMany {
+        field: String,
+        given: usize,
+        pool: String,
+        listed: usize,
+    },
+    #[error("{field}: {id} is given twice")]
+    Twice { field: String, id: String },
 }
 
 /// Why an allocation was refused.
@@ -93,7 +105,6 @@ impl PoolView {
             paths,
             health,
             reasons,
-            cdi: None,
             held_elsewhere: BTreeMap::new(),
             ghosts: Vec::new(),
         }
@@ -147,6 +158,38 @@ impl PoolView {
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
+    }
+
+    /// A request's IDs (named `field` in the error) must be this pool's listed devices, each at
+    /// most once: anything bigger than the pool is refused before any work is done.
+    pub fn check_ids(&self, ids: &[String], field: &str) -> Result<(), IdsError> {
+        if ids.len() > self.listed() {
+            return Err(IdsError::TooMany {
+                field: field.to_string(),
+                given: ids.len(),
+                pool: self.pool.name.clone(),
+                listed: self.listed(),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+            return Err(IdsError::Twice {
+                field: field.to_string(),
+                id: dup.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The preferred `size` devices among `available`, `must_include` first (see
+    /// [`super::preferred()`]).
+    pub fn preferred(
+        &self,
+        available: &[String],
+        must_include: &[String],
+        size: usize,
+    ) -> Vec<String> {
+        super::preferred::preferred(&self.host, available, must_include, size)
     }
 
     /// Container edits for one container's IDs; unknown IDs first, then unhealthy ones.
@@ -221,40 +264,5 @@ pub fn log_health_changes(old: &PoolView, new: &PoolView) {
         } else {
             tracing::warn!(%resource, %devices, reason = %why, "devices Unhealthy");
         }
-    }
-}
-
-pub fn list_response(devices: &[Advertised]) -> api::ListAndWatchResponse {
-    api::ListAndWatchResponse {
-        devices: devices
-            .iter()
-            .map(|d| api::Device {
-                id: d.id.clone(),
-                health: if d.healthy { "Healthy" } else { "Unhealthy" }.to_string(),
-                topology: d.numa_node.map(|n| api::TopologyInfo {
-                    nodes: vec![api::NumaNode { id: i64::from(n) }],
-                }),
-            })
-            .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prost::Message;
-
-    /// The most IDs a shared pool may have fit one ListAndWatch message under kubelet's 4 MiB.
-    #[test]
-    fn largest_shared_pool_fits_one_message() {
-        let devices: Vec<Advertised> = (0..crate::config::MAX_HCA_IDS)
-            .map(|n| Advertised {
-                id: n.to_string(),
-                healthy: false,
-                numa_node: None,
-            })
-            .collect();
-        let len = list_response(&devices).encoded_len();
-        assert!(len < 4 * 1024 * 1024 / 2, "{len} bytes");
     }
 }
