@@ -16,7 +16,7 @@ mod probe;
 mod server;
 mod stats;
 mod view;
-mod watch;
+pub mod watch;
 
 pub use crate::health::LinkStates;
 pub use preferred::preferred;
