@@ -39,6 +39,15 @@ pub enum DraCommand {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         rescan_interval: u64,
     },
+    /// Print, as JSON, what claim NAMESPACE/NAME (with UID) allocates to nicplug.io on this
+    /// node: the devices and the opaque configs, as the kubelet side prepares them
+    Claim {
+        namespace: String,
+        name: String,
+        uid: String,
+        #[arg(long, env = "NODE_NAME")]
+        node_name: String,
+    },
     /// Delete this node's ResourceSlices of driver nicplug.io (before removing the DaemonSet)
     Uninstall {
         #[arg(long, env = "NODE_NAME")]
@@ -116,6 +125,23 @@ pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
                 }
                 anyhow::Ok(())
             })?;
+        }
+        DraCommand::Claim {
+            namespace,
+            name,
+            uid,
+            node_name,
+        } => {
+            let claim = nicplug::dra::model::ClaimRef {
+                namespace,
+                name,
+                uid,
+            };
+            let alloc = runtime()?.block_on(async {
+                let c = client().await?;
+                anyhow::Ok(nicplug::dra::claims::get(&c, &claim, &node_name).await?)
+            })?;
+            println!("{}", serde_json::to_string_pretty(&alloc)?);
         }
         DraCommand::Uninstall { node_name } => {
             runtime()?.block_on(async move {
