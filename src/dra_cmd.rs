@@ -85,8 +85,9 @@ pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
             for c in &list {
                 docs.push(serde_saphyr::to_string(c)?);
             }
-            if examples && let Some(first) = list.first().and_then(|c| c.metadata.name.clone()) {
-                for e in classes::examples(&first) {
+            if examples && let (Some(class), Some(r)) = (list.first(), config.resources.first()) {
+                let name = class.metadata.name.as_deref().unwrap_or_default();
+                for e in classes::examples(name, r.prefix(&prefix), &r.resource_name) {
                     docs.push(serde_saphyr::to_string(&e)?);
                 }
             }

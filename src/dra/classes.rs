@@ -125,11 +125,13 @@ pub fn classes(config: &Config, default_prefix: &str) -> Result<Vec<DeviceClass>
     Ok(out)
 }
 
-/// A ResourceClaimTemplate asking for one device of `class`, and a DPDK pod using it, as
-/// JSON values (printed as YAML examples).
-pub fn examples(class: &str) -> Vec<serde_json::Value> {
+/// A ResourceClaimTemplate asking for one device of `class` (the class of resource
+/// `<prefix>/<name>`), and a DPDK pod using it, as JSON values (printed as YAML examples). The
+/// pod is the device plugin's example pod with a claim instead of an extended resource.
+pub fn examples(class: &str, prefix: &str, name: &str) -> Vec<serde_json::Value> {
     let short = class.split('.').next().unwrap_or(class);
     let template = format!("{short}-one");
+    let eal = crate::info::env_name("NICPLUG_EAL_ARGS", prefix, name);
     vec![
         serde_json::json!({
             "apiVersion": "resource.k8s.io/v1",
@@ -142,19 +144,27 @@ pub fn examples(class: &str) -> Vec<serde_json::Value> {
         serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "dpdk"},
+            "metadata": {"name": "dpdk-testpmd-dra"},
             "spec": {
                 "resourceClaims": [{"name": "nic", "resourceClaimTemplateName": template}],
                 "containers": [{
                     "name": "testpmd",
-                    "image": "dpdk-app:latest",
-                    "command": ["sh", "-c", "dpdk-testpmd $(nicplug doctor --eal-args) -- -i"],
+                    "image": "dpdk:22.11",
+                    "command": ["/bin/sh", "-c"],
+                    "args": [format!(
+                        "exec dpdk-testpmd ${eal} -l 2-3 -n 4 -- --stats-period 10"
+                    )],
+                    "securityContext": {
+                        "privileged": false,
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"], "add": ["NET_RAW", "IPC_LOCK"]}
+                    },
                     "resources": {
                         "claims": [{"name": "nic"}],
-                        "limits": {"hugepages-1Gi": "2Gi", "memory": "1Gi"}
+                        "requests": {"hugepages-1Gi": "2Gi", "memory": "1Gi", "cpu": "2"},
+                        "limits": {"hugepages-1Gi": "2Gi", "memory": "1Gi", "cpu": "2"}
                     },
-                    "volumeMounts": [{"name": "hugepages", "mountPath": "/dev/hugepages"}],
-                    "securityContext": {"capabilities": {"add": ["IPC_LOCK"]}}
+                    "volumeMounts": [{"name": "hugepages", "mountPath": "/dev/hugepages"}]
                 }],
                 "volumes": [{"name": "hugepages", "emptyDir": {"medium": "HugePages"}}]
             }

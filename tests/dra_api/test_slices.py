@@ -307,3 +307,29 @@ def test_claim_allocation_for_this_driver_and_node(nicplug, api):
     other = nicplug.run("claim", "ns1", "c1", "uid-1", "--node-name", "node-c", check=False)
     assert other.returncode != 0 and "no device of driver nicplug.io" in other.stderr
 
+
+
+def test_rbac_allows_every_request_the_driver_makes(nicplug, api):
+    """deploy/dra/rbac.yaml grants what the driver asks of the API server, nothing less."""
+    from conftest import REPO
+    api.state.claims[("ns1", "c1")] = claim()
+    nicplug.run("publish", "--once", "--node-name", NODE)
+    nicplug.run("claim", "ns1", "c1", "uid-1", "--node-name", NODE)
+    nicplug.run("uninstall", "--node-name", NODE)
+    [role] = [d for d in yaml.safe_load_all((REPO / "deploy/dra/rbac.yaml").read_text())
+              if d["kind"] == "ClusterRole"]
+    allowed = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    verb = {"POST": "create", "PUT": "update", "DELETE": "delete"}
+    used = set()
+    for r in api.state.requests:
+        parts = r["path"].strip("/").split("/")  # apis/<group>/<version>/[namespaces/ns/]res[/name]
+        if "namespaces" in parts:
+            parts = parts[:3] + parts[5:]
+        group, resource, named = parts[1], parts[3], len(parts) > 4
+        v = verb.get(r["method"]) or ("get" if named else "list")
+        used.add((group, resource, v))
+    assert used == {("resource.k8s.io", "resourceslices", v)
+                    for v in ("list", "create", "delete")} | {
+        ("resource.k8s.io", "resourceclaims", "get")}
+    assert used <= allowed
