@@ -23,6 +23,10 @@ const CONFLICT_RETRIES: usize = 5;
 /// Wait before retrying a round that failed (API server away, say), doubled up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long an unchanged inventory is trusted to match the API server without reading it: after
+/// this, the next snapshot (the safety-net rescan sends one) lists the slices and repairs any
+/// that someone else changed or deleted.
+const RESYNC: Duration = Duration::from_secs(60);
 
 /// What the publisher is given: the host and its pools at one moment.
 #[derive(Debug)]
@@ -59,8 +63,9 @@ pub enum PublishError {
 pub struct Publisher {
     api: Api<ResourceSlice>,
     node: String,
-    /// Devices and generation last written in full; `None` until the first round succeeds.
-    published: Option<(Vec<Device>, i64)>,
+    /// Devices and generation last written in full, and when they were last checked against
+    /// the API server; `None` until the first round succeeds.
+    published: Option<(Vec<Device>, i64, std::time::Instant)>,
 }
 
 impl Publisher {
@@ -98,7 +103,11 @@ impl Publisher {
     /// written.
     pub async fn publish(&mut self, devices: &[Published]) -> Result<bool, PublishError> {
         let wanted: Vec<Device> = devices.iter().map(|p| p.device.clone()).collect();
-        if self.published.as_ref().is_some_and(|(d, _)| *d == wanted) {
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|(d, _, at)| *d == wanted && at.elapsed() < RESYNC)
+        {
             return Ok(false);
         }
         let existing = self.existing().await?;
@@ -114,7 +123,7 @@ impl Publisher {
                 })
         };
         if let Some(g) = old_gen.filter(|&g| desired_same(g)) {
-            self.published = Some((wanted, g));
+            self.published = Some((wanted, g, std::time::Instant::now()));
             return Ok(false);
         }
         let generation = old_gen
@@ -138,7 +147,7 @@ impl Publisher {
                 self.delete(&name).await?;
             }
         }
-        self.published = Some((wanted, generation));
+        self.published = Some((wanted, generation, std::time::Instant::now()));
         Ok(true)
     }
 

@@ -135,6 +135,9 @@ def parse_selector(text, allowed=None):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the client's delayed ACK would
+    # hold the body ~40 ms, a delay of the stand-in's, not the driver's.
+    disable_nagle_algorithm = True
     state: State = None
 
     def log_message(self, *a):
