@@ -1,6 +1,6 @@
 //! `nicplug dra ...`: the API-server side of the DRA driver (classes, slices).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nicplug::HostPaths;
 use nicplug::config::Config;
 use nicplug::dra::{classes, inventory, publish, slices};
@@ -70,9 +70,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn client() -> Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .context("connecting to the API server (KUBECONFIG or in-cluster service account)")
+    // kube's error already says its causes in its message; as a chain they would repeat.
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting to the API server (KUBECONFIG or the in-cluster service account): {e}"
+        )
+    })
 }
 
 pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {

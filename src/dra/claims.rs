@@ -41,12 +41,14 @@ pub enum ClaimError {
         index: usize,
         value: String,
     },
-    #[error("ResourceClaim {ns}/{name}: reading it from the API server: {source}")]
+    #[error(
+        "ResourceClaim {ns}/{name}: reading it from the API server: {}",
+        super::explain(error)
+    )]
     Api {
         ns: String,
         name: String,
-        #[source]
-        source: kube::Error,
+        error: kube::Error,
     },
 }
 
@@ -66,11 +68,11 @@ pub async fn get(
                 name: claim.name.clone(),
             });
         }
-        Err(source) => {
+        Err(error) => {
             return Err(ClaimError::Api {
                 ns: claim.namespace.clone(),
                 name: claim.name.clone(),
-                source,
+                error,
             });
         }
     };

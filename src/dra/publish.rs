@@ -37,26 +37,14 @@ pub struct Inventory {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("listing the ResourceSlices of node {node}: {source}")]
-    List {
-        node: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("writing ResourceSlice {name}: {source}")]
-    Write {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("listing the ResourceSlices of node {node}: {}", super::explain(error))]
+    List { node: String, error: kube::Error },
+    #[error("writing ResourceSlice {name}: {}", super::explain(error))]
+    Write { name: String, error: kube::Error },
     #[error("writing ResourceSlice {name}: still conflicting after {CONFLICT_RETRIES} re-reads")]
     Conflicts { name: String },
-    #[error("deleting ResourceSlice {name}: {source}")]
-    Delete {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("deleting ResourceSlice {name}: {}", super::explain(error))]
+    Delete { name: String, error: kube::Error },
 }
 
 /// The node's slices of this driver on the API server.
@@ -86,9 +74,9 @@ impl Publisher {
             self.api
                 .list(&self.list_params())
                 .await
-                .map_err(|source| PublishError::List {
+                .map_err(|error| PublishError::List {
                     node: self.node.clone(),
-                    source,
+                    error,
                 })?;
         // The field selector is the API server's; check anyway, a slice of another node must
         // never be touched.
@@ -157,9 +145,9 @@ impl Publisher {
         current: Option<&ResourceSlice>,
     ) -> Result<(), PublishError> {
         let name = slice.metadata.name.clone().unwrap_or_default();
-        let werr = |source| PublishError::Write {
+        let werr = |error| PublishError::Write {
             name: name.clone(),
-            source,
+            error,
         };
         let mut version = current.and_then(|c| c.metadata.resource_version.clone());
         for _ in 0..=CONFLICT_RETRIES {
@@ -195,9 +183,9 @@ impl Publisher {
         match self.api.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(PublishError::Delete {
+            Err(error) => Err(PublishError::Delete {
                 name: name.to_string(),
-                source,
+                error,
             }),
         }
     }
