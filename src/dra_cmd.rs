@@ -38,6 +38,10 @@ pub enum DraCommand {
         /// Seconds between safety-net rescans
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         rescan_interval: u64,
+        /// Seconds after which an unchanged inventory is checked against the API server again
+        /// (at the next rescan), repairing slices someone else changed or deleted
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        resync_interval: u64,
     },
     /// Print, as JSON, what claim NAMESPACE/NAME (with UID) allocates to nicplug.io on this
     /// node: the devices and the opaque configs, as the kubelet side prepares them
@@ -101,6 +105,7 @@ pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
             once,
             delete_on_exit,
             rescan_interval,
+            resync_interval,
         } => {
             let src = inventory::Source {
                 paths: ctx.paths,
@@ -110,7 +115,8 @@ pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
             };
             runtime()?.block_on(async move {
                 let client = client().await?;
-                let mut publisher = publish::Publisher::new(client.clone(), &node_name);
+                let mut publisher = publish::Publisher::new(client.clone(), &node_name)
+                    .resync_after(Duration::from_secs(resync_interval));
                 if once {
                     let inv = inventory::read(&src)?;
                     let devices = slices::devices(&inv.host, &inv.pools);

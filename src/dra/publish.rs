@@ -23,10 +23,10 @@ const CONFLICT_RETRIES: usize = 5;
 /// Wait before retrying a round that failed (API server away, say), doubled up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long an unchanged inventory is trusted to match the API server without reading it: after
-/// this, the next snapshot (the safety-net rescan sends one) lists the slices and repairs any
-/// that someone else changed or deleted.
-const RESYNC: Duration = Duration::from_secs(60);
+/// How long an unchanged inventory is trusted to match the API server without reading it by
+/// default: after this, the next snapshot (the safety-net rescan sends one) lists the slices
+/// and repairs any that someone else changed or deleted.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
 
 /// What the publisher is given: the host and its pools at one moment.
 #[derive(Debug)]
@@ -54,6 +54,7 @@ pub struct Publisher {
     /// Devices and generation last written in full, and when they were last checked against
     /// the API server; `None` until the first round succeeds.
     published: Option<(Vec<Device>, i64, std::time::Instant)>,
+    resync: Duration,
 }
 
 impl Publisher {
@@ -62,7 +63,14 @@ impl Publisher {
             api: Api::all(client),
             node: node.to_string(),
             published: None,
+            resync: DEFAULT_RESYNC,
         }
+    }
+
+    /// Re-read the API server at most this long after the last check (see [`DEFAULT_RESYNC`]).
+    pub fn resync_after(mut self, d: Duration) -> Self {
+        self.resync = d;
+        self
     }
 
     fn list_params(&self) -> ListParams {
@@ -94,7 +102,7 @@ impl Publisher {
         if self
             .published
             .as_ref()
-            .is_some_and(|(d, _, at)| *d == wanted && at.elapsed() < RESYNC)
+            .is_some_and(|(d, _, at)| *d == wanted && at.elapsed() < self.resync)
         {
             return Ok(false);
         }

@@ -333,3 +333,45 @@ def test_rbac_allows_every_request_the_driver_makes(nicplug, api):
                     for v in ("list", "create", "delete")} | {
         ("resource.k8s.io", "resourceclaims", "get")}
     assert used <= allowed
+
+
+def write_config(node, config):
+    tmp = node.config.with_name("config.json.tmp")
+    tmp.write_text(config if isinstance(config, str) else json.dumps(config))
+    os.rename(tmp, node.config)
+
+
+def test_config_change_republishes_and_a_bad_one_keeps_the_last_good(nicplug, node, api):
+    p = nicplug.start("--node-name", NODE, "--rescan-interval", "3600")
+    wait_published(api, lambda d: "pci-0000-5e-01-0" in d)
+    config = json.loads(node.config.read_text())
+    config["resourceList"] = [r for r in config["resourceList"]
+                              if r["resourceName"] != "intel_vfio"]
+    write_config(node, config)
+    devs = wait_published(api, lambda d: "pci-0000-5e-01-0" not in d and d)
+    assert len(devs) == 16
+    n = len(api.state.requests)
+    write_config(node, '{"resourceList": [{"resourceName": 5}]}')
+    # The rejected config is reported and changes nothing: no write follows.
+    wait_for_log(p, "keeping the last good config")
+    assert not [r for r in api.state.requests[n:] if r["method"] != "GET"]
+    assert len(published(api.state)) == 16
+
+
+def wait_for_log(p, text, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if text in open(p.log_path).read():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged:\n{open(p.log_path).read()}")
+
+
+def test_slices_changed_by_others_are_repaired(nicplug, api):
+    p = nicplug.start("--node-name", NODE, "--rescan-interval", "1", "--resync-interval", "1")
+    wait_published(api, lambda d: len(d) == 17)
+    with api.state.lock:
+        del api.state.slices[SLICE]
+    wait_published(api, lambda d: len(d) == 17)
+    assert p.poll() is None
+    assert all(r["code"] in (200, 201) for r in writes(api.state))
