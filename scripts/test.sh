@@ -27,8 +27,8 @@ cargo test --locked
 cargo build --locked
 venv=target/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest, kubernetes_validate, yaml, prometheus_client' 2>/dev/null; then
-  "$venv/bin/pip" install -q grpcio grpcio-tools pytest kubernetes-validate pyyaml prometheus-client
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, pytest, kubernetes_validate, yaml, prometheus_client, celpy' 2>/dev/null; then
+  "$venv/bin/python" -m pip install -q grpcio grpcio-tools pytest kubernetes-validate pyyaml prometheus-client cel-python
 fi
 
 # deploy/ manifests against the Kubernetes schemas, offline (kubernetes-validate ships them).
@@ -36,6 +36,11 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider te
 
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -q tests/serve
+
+# DRA, the API-server side (tests/dra_api/): `nicplug dra` against a stand-in API server that
+# validates every body against the 1.34 schema; DeviceClass selectors run by cel-python.
+NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest -q -s tests/dra_api
 
 # The container image (scripts/image.sh): from scratch, offline, the release binary plus the
 # shared objects it loads; run with podman (--version, discover on the sample node); its size

@@ -10,6 +10,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod dra_cmd;
+
 /// Where the SR-IOV network device plugin reads its config; operators mount the ConfigMap there.
 const DEFAULT_CONFIG: &str = "/etc/pcidp/config.json";
 
@@ -200,6 +202,9 @@ enum Command {
     /// The bundled sample node
     #[command(subcommand)]
     Sample(SampleCommand),
+    /// Dynamic Resource Allocation (resource.k8s.io/v1): DeviceClasses, ResourceSlices
+    #[command(subcommand)]
+    Dra(dra_cmd::DraCommand),
 }
 
 const CDI_VERSION_HELP: &str = "cdiVersion of the specs (0.5.0 or later). Podman 4.3 (Debian 12) \
@@ -461,6 +466,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             });
         }
         Command::Demo => demo()?,
+        Command::Dra(cmd) => dra_cmd::run(
+            cmd,
+            dra_cmd::Ctx {
+                config: load_config(args)?,
+                config_path: args
+                    .config
+                    .clone()
+                    .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists())),
+                paths: paths(args),
+                resource_prefix: args.resource_prefix.clone(),
+            },
+        )?,
         Command::Sample(SampleCommand::Write {
             dir,
             spec,

@@ -61,3 +61,58 @@ def test_dpdk_pod_is_unprivileged_with_net_raw_and_ipc_lock_only():
     assert c["securityContext"]["privileged"] is False
     assert not any(m["mountPath"].startswith("/sys") for m in c["volumeMounts"])
     assert "$NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF" in c["args"][0]
+
+
+# ---- DRA (deploy/dra): resource.k8s.io/v1 needs the 1.34 schemas.
+
+DRA = DEPLOY / "dra"
+DRA_MANIFESTS = sorted(DRA.glob("*.yaml"))
+BINARY = Path(__file__).resolve().parents[2] / "target" / "debug" / "nicplug"
+
+
+@pytest.mark.parametrize("path", DRA_MANIFESTS, ids=lambda p: p.name)
+def test_dra_valid_against_kubernetes_1_34_schema(path):
+    out = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", "1.34", str(path)],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dra_examples_are_what_nicplug_prints():
+    sample = DEPLOY.parent / "fixtures" / "sample-config.json"
+    out = subprocess.run([str(BINARY), "--config", str(sample), "dra", "classes", "--examples"],
+                         capture_output=True, text=True, check=True)
+    text = (DRA / "examples.yaml").read_text()
+    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
+    assert body == out.stdout, "deploy/dra/examples.yaml is stale: regenerate it (see its header)"
+    docs = list(yaml.safe_load_all(body))
+    classes = [d for d in docs if d["kind"] == "DeviceClass"]
+    assert [c["spec"]["extendedResourceName"] for c in classes] == [
+        "nvidia.com/" + r["resourceName"]
+        for r in json.loads(sample.read_text())["resourceList"]]
+    [tmpl] = [d for d in docs if d["kind"] == "ResourceClaimTemplate"]
+    [pod] = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["spec"]["resourceClaims"][0]["resourceClaimTemplateName"] == tmpl["metadata"]["name"]
+    [c] = pod["spec"]["containers"]
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "IPC_LOCK"]}
+
+
+def test_dra_daemonset_runs_publish_with_its_account_and_node_name():
+    ds = yaml.safe_load((DRA / "daemonset.yaml").read_text())
+    pod = ds["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["args"][-2:] == ["dra", "publish"]
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    [env] = [e for e in c["env"] if e["name"] == "NODE_NAME"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    rbac = list(yaml.safe_load_all((DRA / "rbac.yaml").read_text()))
+    [sa] = [d for d in rbac if d["kind"] == "ServiceAccount"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert sa["metadata"]["namespace"] == ds["metadata"]["namespace"]
+    [binding] = [d for d in rbac if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]
+    [policy] = [d for d in rbac if d["kind"] == "ValidatingAdmissionPolicy"]
+    user = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+    assert user in policy["spec"]["matchConditions"][0]["expression"]
