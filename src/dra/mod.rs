@@ -2,4 +2,9 @@
 //! the same inventory as the device plugin, as ResourceSlices, and prepares claims into per-claim
 //! CDI specs carrying exactly the edits the device plugin gives.
 
+pub mod api;
+pub mod checkpoint;
+pub mod kubelet;
 pub mod model;
+pub mod params;
+pub mod prepare;
