@@ -5,6 +5,7 @@
 //! --[`edits::container_edits`]--> [`edits::ContainerEdits`] --> renderings (kubelet response, ...).
 
 pub mod api;
+pub mod authority;
 pub mod cdi;
 pub mod config;
 pub mod demo;

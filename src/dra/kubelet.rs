@@ -4,9 +4,9 @@
 //!
 //! Kubelet's plugin watcher and its DRA client dial the socket path with grpc-go's default
 //! `passthrough` resolver, so their `:authority` is the socket path percent-encoded
-//! (`%2Fvar%2Flib%2Fkubelet%2F...`), which tonic's HTTP/2 layer accepts; a raw path
-//! (`/var/lib/...`, what grpcio and older grpc-go send) it refuses. `tests/dra/test_authority.py`
-//! pins every form.
+//! (`%2Fvar%2Flib%2Fkubelet%2F...`); older grpc-go and grpcio send the raw path. tonic's
+//! HTTP/2 layer refuses both, so every connection goes through [`crate::authority::front`],
+//! which sets `:authority: localhost`. `tests/dra/test_registration.py` pins every form.
 //!
 //! Both sockets are re-created when they vanish (checked twice a second): kubelet finds a
 //! registration socket by its directory, so a new one is a new registration.
@@ -37,6 +37,7 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
@@ -456,9 +457,12 @@ impl Served {
         let (listener, ident) = bind(path)?;
         let (tx, rx) = oneshot::channel();
         let shown = path.display().to_string();
+        // Every connection through the `:authority` front (see the module docs).
+        let incoming =
+            UnixListenerStream::new(listener).map(|conn| conn.map(crate::authority::front));
         let task = tokio::spawn(async move {
             let r = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })
                 .await;

@@ -69,7 +69,7 @@ health_pb2, health_grpc = S["dra_health"]
 NODE_NAME = "node1"
 KUBELET = "kubelet"  # the authority form kubelet sends: see kubelet_authority()
 # What the stand-in sends unless a test says otherwise.
-DEFAULT_AUTHORITY = "localhost"
+DEFAULT_AUTHORITY = KUBELET
 
 
 def kubelet_authority(path):
