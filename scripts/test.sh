@@ -37,6 +37,11 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider te
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -q tests/serve
 
+# The DRA driver's kubelet side (tests/dra/): the grpcio stand-in as kubelet's plugin watcher
+# and DRA manager, with every `:authority` form, against the real `nicplug dra`.
+NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest -q tests/dra
+
 # The container image (scripts/image.sh): from scratch, offline, the release binary plus the
 # shared objects it loads; run with podman (--version, discover on the sample node); its size
 # printed. tests/e2e/test_daemonset.py runs it as the DaemonSets do.
