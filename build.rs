@@ -30,15 +30,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dra/v1/api.proto",
         "proto/dra/v1beta1/api.proto",
         "proto/drahealth/v1alpha1/api.proto",
+        "proto/drahealth/v1beta1/api.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(protos, ["proto"])?;
+    // Their own directory: dra-health v1beta1's package is `v1beta1`, as the device plugin's.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("dra");
+    std::fs::create_dir_all(&out)?;
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
         .btree_map(".")
+        .out_dir(&out)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -581,17 +581,14 @@ fn dra_run(args: &HostArgs, dra: DraArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let stop = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return std::future::pending().await;
-            };
+        // Handlers first: a TERM before the sockets are served must still remove them.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = async move {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         };
-        kubelet::run(opts, source, stop).await
+        anyhow::Ok(kubelet::run(opts, source, stop).await?)
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)

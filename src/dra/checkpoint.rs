@@ -49,11 +49,8 @@ struct File {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(
         "{path}: not a checkpoint nicplug can read ({why}); fix: move it away only once no pod \
          uses a nicplug.io claim on this node (the driver would forget which devices are in use)"
@@ -74,7 +71,7 @@ impl Checkpoint {
         let path = dir.join(FILE_NAME);
         let io = |source| CheckpointError::Io {
             path: path.clone(),
-            source,
+            err: source,
         };
         let mut bytes = Vec::new();
         match std::fs::OpenOptions::new()
@@ -172,7 +169,7 @@ impl Checkpoint {
         crate::files::write_atomically(&self.dir, FILE_NAME, &body).map_err(|source| {
             CheckpointError::Io {
                 path: self.dir.join(FILE_NAME),
-                source,
+                err: source,
             }
         })
     }

@@ -1,6 +1,6 @@
 //! The DRA driver's kubelet side: the registration socket kubelet's plugin watcher finds in
 //! `plugins_registry/`, and the driver socket serving `DRAPlugin` (v1 and v1beta1) and
-//! `DRAResourceHealth` (v1alpha1).
+//! `DRAResourceHealth` (v1alpha1 and v1beta1).
 //!
 //! Kubelet's plugin watcher and its DRA client dial the socket path with grpc-go's default
 //! `passthrough` resolver, so their `:authority` is the socket path percent-encoded
@@ -11,10 +11,16 @@
 //! Both sockets are re-created when they vanish (checked twice a second): kubelet finds a
 //! registration socket by its directory, so a new one is a new registration.
 
-use super::api::health::{
+use super::api::health as health_v1alpha1;
+use super::api::health::dra_resource_health_server::{
+    DraResourceHealth as DraResourceHealthV1alpha1, DraResourceHealthServer as HealthServerV1alpha1,
+};
+use super::api::health_v1beta1::dra_resource_health_server::{
+    DraResourceHealth, DraResourceHealthServer,
+};
+use super::api::health_v1beta1::{
     DeviceHealth, DeviceIdentifier, HealthStatus, NodeWatchResourcesRequest,
     NodeWatchResourcesResponse,
-    dra_resource_health_server::{DraResourceHealth, DraResourceHealthServer},
 };
 use super::api::registration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
@@ -82,11 +88,8 @@ pub struct DraOptions {
 pub enum DraError {
     #[error("{path}: {why}")]
     Dir { path: PathBuf, why: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Prepare(#[from] PrepareError),
     #[error("{0}")]
@@ -119,28 +122,28 @@ fn ensure_dir(path: &Path, mode: u32) -> Result<(), DraError> {
         Err(source) => {
             return Err(DraError::Io {
                 path: path.to_path_buf(),
-                source,
+                err: source,
             });
         }
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| DraError::Io {
             path: parent.to_path_buf(),
-            source,
+            err: source,
         })?;
     }
     match std::fs::create_dir(path) {
         Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
             |source| DraError::Io {
                 path: path.to_path_buf(),
-                source,
+                err: source,
             },
         ),
         // Someone made it meanwhile: check what it is.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ensure_dir(path, mode),
         Err(source) => Err(DraError::Io {
             path: path.to_path_buf(),
-            source,
+            err: source,
         }),
     }
 }
@@ -356,8 +359,9 @@ struct HealthService {
     node_name: String,
 }
 
-/// Health of every device nicplug publishes, by the device plugin's rule and verdicts. Without
-/// rtnetlink here, link state is the snapshot's (`carrier`, `operstate`, port `phys_state`).
+/// Health of every device nicplug publishes, by the device plugin's rule and verdicts, the
+/// verdict's wording as message. Without rtnetlink here, link state is the snapshot's
+/// (`carrier`, `operstate`, port `phys_state`).
 pub fn health_list(state: &State, node_name: &str) -> Vec<DeviceHealth> {
     let links = LinkStates::default();
     let now = std::time::SystemTime::now()
@@ -369,9 +373,13 @@ pub fn health_list(state: &State, node_name: &str) -> Vec<DeviceHealth> {
             let Some(id) = DeviceId::parse(&d.id) else {
                 continue;
             };
-            let healthy = state.host.device(&d.id).is_some_and(|dev| {
-                verdict(dev, &state.host, &links, pool.config.nicplug.health).healthy
-            });
+            let (healthy, message) = match state.host.device(&d.id) {
+                Some(dev) => {
+                    let v = verdict(dev, &state.host, &links, pool.config.nicplug.health);
+                    (v.healthy, v.to_string())
+                }
+                None => (false, "unhealthy: gone from the host".to_string()),
+            };
             out.push(DeviceHealth {
                 device: Some(DeviceIdentifier {
                     pool_name: node_name.to_string(),
@@ -383,49 +391,36 @@ pub fn health_list(state: &State, node_name: &str) -> Vec<DeviceHealth> {
                     HealthStatus::Unhealthy
                 } as i32,
                 last_updated_time: now,
+                health_check_timeout_seconds: 0,
+                message,
             });
         }
     }
     out
 }
 
-type HealthStream =
-    Pin<Box<dyn futures::Stream<Item = Result<NodeWatchResourcesResponse, Status>> + Send>>;
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl DraResourceHealth for HealthService {
-    type NodeWatchResourcesStream = HealthStream;
-
-    async fn node_watch_resources(
-        &self,
-        _: Request<NodeWatchResourcesRequest>,
-    ) -> Result<Response<HealthStream>, Status> {
+impl HealthService {
+    /// The full list now and again whenever a device's health changes.
+    fn watch(&self) -> tokio::sync::mpsc::Receiver<Result<NodeWatchResourcesResponse, Status>> {
         let mut state = self.state.clone();
         let node = self.node_name.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            // Health only changes with the state: send the full list at once and on change.
             let mut last: Option<Vec<(String, i32)>> = None;
             loop {
                 let list = health_list(&state.borrow_and_update().clone(), &node);
                 let key: Vec<(String, i32)> = list
                     .iter()
                     .map(|d| {
-                        (
-                            d.device
-                                .as_ref()
-                                .map(|i| i.device_name.clone())
-                                .unwrap_or_default(),
-                            d.health,
-                        )
+                        let name = d.device.as_ref().map(|i| i.device_name.clone());
+                        (name.unwrap_or_default(), d.health)
                     })
                     .collect();
                 if last.as_ref() != Some(&key) {
-                    if tx
-                        .send(Ok(NodeWatchResourcesResponse { devices: list }))
-                        .await
-                        .is_err()
-                    {
+                    let msg = NodeWatchResourcesResponse { devices: list };
+                    if tx.send(Ok(msg)).await.is_err() {
                         return;
                     }
                     last = Some(key);
@@ -436,9 +431,36 @@ impl DraResourceHealth for HealthService {
                 }
             }
         });
+        rx
+    }
+}
+
+#[tonic::async_trait]
+impl DraResourceHealth for HealthService {
+    type NodeWatchResourcesStream = Stream<NodeWatchResourcesResponse>;
+
+    async fn node_watch_resources(
+        &self,
+        _: Request<NodeWatchResourcesRequest>,
+    ) -> Result<Response<Self::NodeWatchResourcesStream>, Status> {
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(self.watch()),
         )))
+    }
+}
+
+/// v1alpha1 is v1beta1 without the timeout and message (same field numbers).
+#[tonic::async_trait]
+impl DraResourceHealthV1alpha1 for HealthService {
+    type NodeWatchResourcesStream = Stream<health_v1alpha1::NodeWatchResourcesResponse>;
+
+    async fn node_watch_resources(
+        &self,
+        _: Request<health_v1alpha1::NodeWatchResourcesRequest>,
+    ) -> Result<Response<Self::NodeWatchResourcesStream>, Status> {
+        let s = tokio_stream::wrappers::ReceiverStream::new(self.watch())
+            .map(|m| m.map(|m| recode(&m)));
+        Ok(Response::new(Box::pin(s)))
     }
 }
 
@@ -527,6 +549,10 @@ pub async fn run(
             });
         }
     }
+    // Only this driver writes in its own directory: a temp file there is a killed run's.
+    if let Err(e) = crate::files::remove_stale_temps(&dir) {
+        warn!(dir = %dir.display(), "cannot remove stale temp files: {e}");
+    }
     let preparer = Arc::new(Preparer::new(
         opts.paths.clone(),
         &dir,
@@ -562,6 +588,7 @@ pub async fn run(
                 dra.clone(),
             ))
             .add_service(DraResourceHealthServer::new(health.clone()))
+            .add_service(HealthServerV1alpha1::new(health.clone()))
     };
     let reg_router = || {
         Server::builder()
@@ -570,7 +597,7 @@ pub async fn run(
     };
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DraError::Io { path, source }
+        move |source| DraError::Io { path, err: source }
     };
     let mut dra_sock = Served::start(&dra_path, dra_router()).map_err(io(&dra_path))?;
     let mut reg_sock = Served::start(&reg_path, reg_router()).map_err(io(&reg_path))?;

@@ -126,16 +126,10 @@ pub enum PrepareError {
     OptionsClash { pool: String, a: String, b: String },
     #[error("pool {pool}: {source}")]
     Edits { pool: String, source: EditError },
-    #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("removing {path}: {source}")]
-    Remove {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("writing {path}: {err}")]
+    Write { path: PathBuf, err: std::io::Error },
+    #[error("removing {path}: {err}")]
+    Remove { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 }
@@ -220,7 +214,12 @@ impl Preparer {
         check_uid(uid)?;
         let mut cp = self.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(done) = cp.get(uid) {
-            return Ok(done.devices.clone());
+            // Same claim, same answer, nothing written; unless its spec was removed behind
+            // our back, then it is written again (below) from the same allocation.
+            let spec = self.paths.cdi_dir.join(&done.cdi_file);
+            if std::fs::symlink_metadata(spec).is_ok_and(|m| m.is_file()) {
+                return Ok(done.devices.clone());
+            }
         }
         if alloc.devices.is_empty() {
             return Err(PrepareError::NoDevices(uid.clone()));
@@ -389,7 +388,7 @@ impl Preparer {
         crate::files::write_atomically(&self.paths.cdi_dir, &cdi_file, &body).map_err(
             |source| PrepareError::Write {
                 path: self.paths.cdi_dir.join(&cdi_file),
-                source,
+                err: source,
             },
         )?;
         let mut written_info = Vec::new();
@@ -406,7 +405,7 @@ impl Preparer {
                 undo(&written_info);
                 return Err(PrepareError::Write {
                     path: self.paths.device_info_dir.join(name),
-                    source,
+                    err: source,
                 });
             }
             written_info.push(name.clone());
@@ -434,7 +433,7 @@ impl Preparer {
         let remove = |dir: &Path, name: &str| {
             crate::files::remove(dir, name).map_err(|source| PrepareError::Remove {
                 path: dir.join(name),
-                source,
+                err: source,
             })
         };
         remove(&self.paths.cdi_dir, &c.cdi_file)?;

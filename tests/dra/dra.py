@@ -31,6 +31,7 @@ PROTOS = {
     "dra_v1": REPO / "proto" / "dra" / "v1" / "api.proto",
     "dra_v1beta1": REPO / "proto" / "dra" / "v1beta1" / "api.proto",
     "dra_health": REPO / "proto" / "drahealth" / "v1alpha1" / "api.proto",
+    "dra_health_v1beta1": REPO / "proto" / "drahealth" / "v1beta1" / "api.proto",
 }
 
 
@@ -38,7 +39,7 @@ def stubs():
     """{name: (pb2, pb2_grpc)} for the four protos, generated once per content into target/."""
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in PROTOS.values())).hexdigest()[:16]
     out = STUB_ROOT / f"dra-{digest}"
-    if not (out / "dra_health_pb2_grpc.py").exists():
+    if not (out / "dra_health_v1beta1_pb2_grpc.py").exists():
         from grpc_tools import protoc
 
         STUB_ROOT.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,7 @@ reg_pb2, reg_grpc = S["dra_registration"]
 v1_pb2, v1_grpc = S["dra_v1"]
 v1beta1_pb2, v1beta1_grpc = S["dra_v1beta1"]
 health_pb2, health_grpc = S["dra_health"]
+health_v1beta1_pb2, health_v1beta1_grpc = S["dra_health_v1beta1"]
 
 NODE_NAME = "node1"
 KUBELET = "kubelet"  # the authority form kubelet sends: see kubelet_authority()
@@ -223,11 +225,13 @@ class Kubelet:
                     for c in claims])
         return stub.NodeUnprepareResources(req, timeout=30).claims
 
-    def health(self):
-        """The NodeWatchResources stream (an iterator of responses)."""
+    def health(self, version="v1alpha1"):
+        """The NodeWatchResources stream (an iterator of responses) of dra-health `version`."""
+        pb, grpc_ = ((health_pb2, health_grpc) if version == "v1alpha1"
+                     else (health_v1beta1_pb2, health_v1beta1_grpc))
         ch = channel(self.driver.dra_socket, self.authority)
-        return ch, health_grpc.DRAResourceHealthStub(ch).NodeWatchResources(
-            health_pb2.NodeWatchResourcesRequest(), timeout=60)
+        return ch, grpc_.DRAResourceHealthStub(ch).NodeWatchResources(
+            pb.NodeWatchResourcesRequest(), timeout=60)
 
     def close(self):
         if self._ch is not None:

@@ -1,8 +1,10 @@
-"""DRA device health (dra-health v1alpha1 NodeWatchResources; alpha in kubelet 1.34+, behind
-the ResourceHealthStatus gate): the device plugin's verdicts, per pool (node) and device."""
+"""DRA device health (dra-health NodeWatchResources, v1alpha1 and v1beta1; alpha in kubelet
+1.34+, behind the ResourceHealthStatus gate): the device plugin's verdicts, per pool (node) and
+device."""
 
-import json
 import time
+
+import pytest
 
 from dra import health_pb2, label
 
@@ -11,8 +13,9 @@ def healthy_map(resp):
     return {d.device.device_name: d.health for d in resp.devices}
 
 
-def test_health_follows_the_device_plugin_verdicts(node, driver, kubelet):
-    ch, stream = kubelet.health()
+@pytest.mark.parametrize("version", ["v1alpha1", "v1beta1"])
+def test_health_follows_the_device_plugin_verdicts(node, driver, kubelet, version):
+    ch, stream = kubelet.health(version)
     try:
         first = next(stream)
         assert {d.device.pool_name for d in first.devices} == {"node1"}
@@ -38,5 +41,8 @@ def test_health_follows_the_device_plugin_verdicts(node, driver, kubelet):
         vfs_of_pf1 = {label(f"0000:3b:0{x}") for x in
                       ["1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "2.0"]}
         assert bad == vfs_of_pf1, sorted(bad)
+        if version == "v1beta1":  # the device plugin's wording, as `discover` says it
+            msgs = {d.message for d in msg.devices if d.device.device_name in bad}
+            assert msgs == {"unhealthy: PF ens1f1 no carrier"}, msgs
     finally:
         ch.close()

@@ -139,3 +139,12 @@ def test_unknown_device_and_missing_claim(driver, kubelet):
     assert "ghost" in kubelet.prepare(ghost)[ghost["uid"]].error
     bad = {"namespace": "default", "name": "x", "uid": "../../etc"}
     assert "claim UID" in kubelet.prepare(bad)[bad["uid"]].error
+
+
+def test_spec_removed_behind_our_back_is_written_again(node, driver, kubelet):
+    c = driver.write_claim(uid(), [("nic", VF)])
+    first = prepared(kubelet.prepare(c), c)
+    body = driver.spec_path(c["uid"]).read_text()
+    driver.spec_path(c["uid"]).unlink()
+    assert prepared(kubelet.prepare(c), c) == first
+    assert driver.spec_path(c["uid"]).read_text() == body
