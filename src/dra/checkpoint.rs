@@ -11,6 +11,7 @@ use super::model::ClaimRef;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "checkpoint.json";
@@ -175,4 +176,53 @@ impl Checkpoint {
     }
 }
 
-use std::os::unix::fs::OpenOptionsExt;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(uid: &str, id: &str) -> PreparedClaim {
+        PreparedClaim {
+            claim: ClaimRef {
+                namespace: "ns".into(),
+                name: "c".into(),
+                uid: uid.into(),
+            },
+            devices: vec![PreparedDevice {
+                requests: vec!["r".into()],
+                pool: "node1".into(),
+                device: "pci-0000-3b-00-2".into(),
+                id: id.into(),
+                cdi_device_ids: vec!["nicplug.io/claim=x".into()],
+            }],
+            cdi_file: format!("nicplug.io-claim_{uid}.json"),
+            device_info_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn survives_a_reload_and_knows_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cp = Checkpoint::load(dir.path()).unwrap();
+        cp.insert(claim("a", "0000:3b:00.2")).unwrap();
+        let again = Checkpoint::load(dir.path()).unwrap();
+        assert_eq!(again.get("a"), Some(&claim("a", "0000:3b:00.2")));
+        assert_eq!(again.holder("0000:3b:00.2", "b").unwrap().claim.uid, "a");
+        assert!(again.holder("0000:3b:00.2", "a").is_none());
+        cp.remove("a").unwrap();
+        assert!(Checkpoint::load(dir.path()).unwrap().get("a").is_none());
+        assert!(cp.remove("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn unreadable_checkpoint_stops_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "{not json").unwrap();
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a checkpoint") && e.contains("fix:"), "{e}");
+        // A link planted at the name is not followed.
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        std::fs::write(dir.path().join("elsewhere"), "{}").unwrap();
+        std::os::unix::fs::symlink("elsewhere", dir.path().join(FILE_NAME)).unwrap();
+        assert!(Checkpoint::load(dir.path()).is_err());
+    }
+}
