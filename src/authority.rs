@@ -489,10 +489,15 @@ where
             let _ = client_write.shutdown().await;
             r
         };
-        // Either direction ending ends the connection.
+        tokio::pin!(down);
         tokio::select! {
-            r = up => if let Err(e) = r { tracing::debug!("HTTP/2 front: {e}") },
-            _ = down => {}
+            r = up => match r {
+                // The client is done sending: let the server's answers reach it.
+                Ok(()) => { let _ = (&mut down).await; }
+                Err(e) => tracing::debug!("HTTP/2 front: closing a connection: {e}"),
+            },
+            // The server closed: nothing more can be answered.
+            _ = &mut down => {}
         }
     });
     server_end
