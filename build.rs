@@ -1,4 +1,5 @@
-//! Compiles kubelet's device plugin API and the pod resources API subset at build time with
+//! Compiles kubelet's device plugin API, the pod resources API subset and the DRA plugin APIs
+//! (registration, DRA v1/v1beta1, DRA health) at build time with
 //! protox (no system protoc); generated code lands in OUT_DIR, never in the tree.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +21,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(false)
+        .compile_fds(fds)?;
+
+    // The DRA driver's kubelet side: plugin registration, the DRA plugin API (v1 and v1beta1)
+    // and DRA device health. Servers only: kubelet is the client.
+    let protos = [
+        "proto/pluginregistration/v1/api.proto",
+        "proto/dra/v1/api.proto",
+        "proto/dra/v1beta1/api.proto",
+        "proto/drahealth/v1alpha1/api.proto",
+        "proto/drahealth/v1beta1/api.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    // Their own directory: dra-health v1beta1's package is `v1beta1`, as the device plugin's.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("dra");
+    std::fs::create_dir_all(&out)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .btree_map(".")
+        .out_dir(&out)
         .compile_fds(fds)?;
     Ok(())
 }

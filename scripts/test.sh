@@ -37,6 +37,11 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider te
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
   "$venv/bin/python" -m pytest -q tests/serve
 
+# The DRA driver's kubelet side (tests/dra/): the grpcio stand-in as kubelet's plugin watcher
+# and DRA manager, with every `:authority` form, against the real `nicplug dra`.
+NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  "$venv/bin/python" -m pytest -q tests/dra
+
 # DRA, the API-server side (tests/dra_api/): `nicplug dra` against a stand-in API server that
 # validates every body against the 1.34 schema; DeviceClass selectors run by cel-python.
 NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub enum DraCommand {
+    /// Run the kubelet plugin: registers through kubelet's plugins_registry as `nicplug.io`,
+    /// prepares claims (read from the API server) into per-claim CDI specs with exactly the
+    /// device plugin's edits, streams device health (alpha in kubelet)
+    Kubelet(Box<crate::DraArgs>),
     /// Print one DeviceClass per exclusive pool of the config (YAML, `---` separated, ready for
     /// `kubectl apply -f -`): selector on the device's nicplug.io/resourceName, the pool's
     /// name as extendedResourceName, the pool's nicplug options as DpdkConfig
@@ -84,6 +88,8 @@ async fn client() -> Result<kube::Client> {
 
 pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
     match cmd {
+        // main runs the kubelet plugin itself (it needs the host arguments).
+        DraCommand::Kubelet(_) => anyhow::bail!("dra kubelet: run through main"),
         DraCommand::Classes { prefix, examples } => {
             let prefix = prefix.unwrap_or(ctx.resource_prefix);
             let config = ctx.config;

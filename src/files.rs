@@ -78,3 +78,18 @@ pub fn remove_stale_temps(dir: &Path) -> std::io::Result<Vec<String>> {
     removed.sort();
     Ok(removed)
 }
+
+/// Remove `dir/name`, one of the files written here; true when it existed. `remove_file` unlinks
+/// whatever stands at the name (a link someone planted included), never what a link points to.
+pub fn remove(dir: &Path, name: &str) -> std::io::Result<bool> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(std::io::Error::other(format!(
+            "{name:?} is not a file name"
+        )));
+    }
+    match std::fs::remove_file(dir.join(name)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -10,6 +10,7 @@
 //! and value format is [`host::layout`]'s, for discovery, the doctor and the metrics alike.
 
 pub mod api;
+pub mod authority;
 pub mod cdi;
 pub mod config;
 pub mod demo;

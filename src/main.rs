@@ -207,6 +207,49 @@ enum Command {
     Dra(dra_cmd::DraCommand),
 }
 
+#[derive(clap::Args)]
+pub(crate) struct DraArgs {
+    /// Kubelet's plugin registration directory
+    #[arg(
+        long,
+        default_value = "/var/lib/kubelet/plugins_registry",
+        env = "NICPLUG_PLUGINS_REGISTRY"
+    )]
+    plugins_registry: PathBuf,
+    /// Kubelet's plugin directory; the driver's socket and checkpoint go in its nicplug.io/
+    #[arg(
+        long,
+        default_value = "/var/lib/kubelet/plugins",
+        env = "NICPLUG_PLUGINS_DIR"
+    )]
+    plugins_dir: PathBuf,
+    /// Where claim CDI specs are written (nicplug.io-claim_<uid>.json)
+    #[arg(long, default_value = "/var/run/cdi", env = "NICPLUG_CDI_DIR")]
+    cdi_dir: PathBuf,
+    #[arg(long, default_value = nicplug::cdi::DEFAULT_VERSION, value_parser = cdi_version, help = CDI_VERSION_HELP)]
+    cdi_version: String,
+    /// Where to write CNI device-info files
+    #[arg(
+        long,
+        default_value = "/var/run/k8s.cni.cncf.io/devinfo/dp",
+        env = "NICPLUG_DEVICE_INFO_DIR"
+    )]
+    device_info_dir: PathBuf,
+    /// Write no CNI device-info files
+    #[arg(long)]
+    no_device_info: bool,
+    /// This node's name: the ResourceSlice pool the devices are published in
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Seconds between rescans of the node (health and pools)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    rescan_interval: u64,
+    /// Read claims' allocations from DIR/<claim uid>.json instead of the API server (testing
+    /// without a cluster)
+    #[arg(long, value_name = "DIR", env = "NICPLUG_CLAIMS_FROM_DIR")]
+    claims_from_dir: Option<PathBuf>,
+}
+
 const CDI_VERSION_HELP: &str = "cdiVersion of the specs (0.5.0 or later). Podman 4.3 (Debian 12) \
     accepts 0.5.0 and silently ignores 0.6.0 specs; containerd 1.7 reads both";
 
@@ -403,6 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             result?;
         }
+        Command::Dra(dra_cmd::DraCommand::Kubelet(dra)) => return dra_run(args, *dra),
         Command::Cdi {
             output_dir,
             cdi_version,
@@ -520,6 +564,53 @@ fn tune_malloc() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
+
+/// `nicplug dra`: the kubelet side of the DRA driver.
+fn dra_run(args: &HostArgs, dra: DraArgs) -> Result<ExitCode> {
+    use nicplug::dra::{kubelet, prepare};
+    let source: std::sync::Arc<dyn prepare::ClaimSource> = match dra.claims_from_dir {
+        Some(dir) => std::sync::Arc::new(prepare::DirClaimSource { dir }),
+        None => std::sync::Arc::new(nicplug::dra::claims::ApiClaimSource::new(
+            dra.node_name.clone(),
+        )),
+    };
+    let config_path = args.config.clone().or_else(|| {
+        Path::new(DEFAULT_CONFIG)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_CONFIG))
+    });
+    let opts = kubelet::DraOptions {
+        paths: HostPaths {
+            cdi_dir: dra.cdi_dir,
+            device_info_dir: dra.device_info_dir,
+            ..paths(args)
+        },
+        registry_dir: dra.plugins_registry,
+        plugins_dir: dra.plugins_dir,
+        node_name: dra.node_name,
+        cdi_version: dra.cdi_version,
+        device_info: !dra.no_device_info,
+        config_path,
+        default_prefix: args.resource_prefix.clone(),
+        rescan_interval: std::time::Duration::from_secs(dra.rescan_interval),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        // Handlers first: a TERM before the sockets are served must still remove them.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        };
+        anyhow::Ok(kubelet::run(opts, source, stop).await?)
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(ExitCode::SUCCESS)
+}
 
 /// The host roots, absolute: they become host paths in container edits and CDI specs, which a
 /// runtime resolves from its own working directory, not ours.

@@ -154,3 +154,33 @@ pub fn allocation(
         config,
     })
 }
+
+/// Claims read from the API server (KUBECONFIG or the pod's service account) for the kubelet
+/// plugin; the client is made at the first claim, so a driver starts without the API server.
+pub struct ApiClaimSource {
+    node: String,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+impl ApiClaimSource {
+    pub fn new(node: String) -> Self {
+        Self {
+            node,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl crate::dra::prepare::ClaimSource for ApiClaimSource {
+    async fn allocation(&self, claim: &ClaimRef) -> Result<ClaimAllocation, String> {
+        let client = self
+            .client
+            .get_or_try_init(Client::try_default)
+            .await
+            .map_err(|e| format!("connecting to the API server: {}", crate::dra::explain(&e)))?;
+        get(client, claim, &self.node)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -2,10 +2,15 @@
 //! the same inventory as the device plugin, as ResourceSlices, and prepares claims into per-claim
 //! CDI specs carrying exactly the edits the device plugin gives.
 
+pub mod api;
+pub mod checkpoint;
 pub mod claims;
 pub mod classes;
 pub mod inventory;
+pub mod kubelet;
 pub mod model;
+pub mod params;
+pub mod prepare;
 pub mod publish;
 pub mod slices;
 

@@ -543,3 +543,89 @@ fn two_containers_share_the_hcas_of_a_shared_pool() {
         }
     }
 }
+
+/// A DRA claim for one VF, prepared by the driver's pipeline (as `nicplug dra` does on
+/// NodePrepareResources) into its per-claim spec: podman consumes `nicplug.io/claim=...` and
+/// the container gets the device plugin's nodes, counters mount and pool-wide env (the spec's
+/// top-level edits); unprepare removes the spec.
+#[test]
+fn dra_claim_spec_reaches_the_container() {
+    use nicplug::dra::model::{AllocatedDevice, ClaimAllocation, ClaimRef};
+    use nicplug::dra::prepare::Preparer;
+    let Some(rig) = rig() else { return };
+    let paths = nicplug::HostPaths {
+        cdi_dir: rig.cdi.clone(),
+        device_info_dir: rig.work.join("devinfo-dra"),
+        ..nicplug::HostPaths::under(&rig.node)
+    };
+    let host = nicplug::host::discover(&paths).unwrap();
+    let config = nicplug::config::parse_config_file(&rig.node.join("config.json")).unwrap();
+    let pools = nicplug::pools::build(&host, &config, "intel.com");
+    let state = rig.work.join("dra-state");
+    let preparer = Preparer::new(paths.clone(), &state, "0.5.0", true).unwrap();
+    let uid = "4b1f0c3e-7d2a-4f5b-9c8e-0a1b2c3d4e5f";
+    let alloc = ClaimAllocation {
+        claim: ClaimRef {
+            namespace: "default".into(),
+            name: "dpdk".into(),
+            uid: uid.into(),
+        },
+        devices: vec![AllocatedDevice {
+            request: "nic".into(),
+            pool: "node1".into(),
+            device: "pci-0000-3b-00-2".into(),
+        }],
+        config: Vec::new(),
+    };
+    let prepared = preparer.prepare(&alloc, &host, &pools).unwrap();
+    let id = prepared[0].cdi_device_ids[0].clone();
+    assert_eq!(id, format!("nicplug.io/claim={uid}-pci-0000-3b-00-2"));
+    let port = format!("/sys/{PORT}");
+    let script = format!(
+        "echo '== ls'; ls -l /dev/infiniband; \
+         echo '== env'; env | grep -E '^(PCIDEVICE|NICPLUG)_' | grep -v _INFO= | sort; \
+         echo '== info'; env | grep -c '^PCIDEVICE_NVIDIA_COM_CX6DX_VF_INFO='; \
+         echo '== counters'; ls {port}; \
+         echo '== end'"
+    );
+    let out = rig.run_with(vec!["--device".into(), id], true, &script);
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}");
+    assert!(out.status.success(), "podman failed:\n{stdout}\n{stderr}");
+    let section = |name: &str| -> String {
+        let start = stdout.find(&format!("== {name}\n")).unwrap() + name.len() + 4;
+        let end = stdout[start..]
+            .find("\n== ")
+            .map_or(stdout.len(), |i| start + i);
+        stdout[start..end].to_string()
+    };
+    assert_eq!(
+        nodes(&section("ls")),
+        [
+            ("issm2".to_string(), "231, 66".to_string()),
+            ("rdma_cm".into(), "10, 56".into()),
+            ("umad2".into(), "231, 2".into()),
+            ("uverbs2".into(), "231, 194".into()),
+        ]
+    );
+    assert_eq!(
+        section("env").trim(),
+        "NICPLUG_EAL_ARGS_NVIDIA_COM_CX6DX_VF=-a 0000:3b:00.2 --iova-mode=va\n\
+         PCIDEVICE_NVIDIA_COM_CX6DX_VF=0000:3b:00.2"
+    );
+    assert_eq!(section("info").trim(), "1");
+    assert!(section("counters").contains("hw_counters"), "{stdout}");
+
+    preparer.unprepare(uid).unwrap();
+    assert!(
+        !rig.cdi
+            .join(format!("nicplug.io-claim_{uid}.json"))
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_dir(rig.work.join("devinfo-dra"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
