@@ -72,3 +72,13 @@ print("|---|" + "---|" * len(sizes))
 for name, f in rows:
     print(f"| {name} | " + " | ".join(f(c, s) for c, s in cols) + " |")
 PY
+
+# The DRA driver on the sample node: NodePrepareResources latency (grpcio kubelet stand-in, 200
+# one-VF claims) and ResourceSlice publish latency after a VF appears (stand-in API server).
+echo
+echo "DRA driver (release build, sample node):"
+NICPLUG_BIN="$PWD/target/release/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  target/venv/bin/python tests/dra/bench_prepare.py 200
+NICPLUG_BIN="$PWD/target/release/nicplug" PYTHONDONTWRITEBYTECODE=1 \
+  target/venv/bin/python -m pytest -q -s -p no:cacheprovider \
+  tests/dra_api/test_slices.py::test_republish_after_vf_appears 2>&1 | grep -i 'p50'

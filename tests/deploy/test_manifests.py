@@ -97,15 +97,21 @@ def test_dra_examples_are_what_nicplug_prints():
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "IPC_LOCK"]}
 
 
-def test_dra_daemonset_runs_publish_with_its_account_and_node_name():
+def test_dra_daemonset_runs_publish_and_kubelet_with_its_account_and_node_name():
     ds = yaml.safe_load((DRA / "daemonset.yaml").read_text())
     pod = ds["spec"]["template"]["spec"]
-    [c] = pod["containers"]
-    assert c["args"][-2:] == ["dra", "publish"]
-    assert c["securityContext"]["privileged"] is False
-    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    [env] = [e for e in c["env"] if e["name"] == "NODE_NAME"]
-    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    publish, kubelet = pod["containers"]
+    assert publish["args"][-2:] == ["dra", "publish"]
+    assert kubelet["args"][-2:] == ["dra", "kubelet"]
+    for c in (publish, kubelet):
+        assert c["securityContext"]["privileged"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        [env] = [e for e in c["env"] if e["name"] == "NODE_NAME"]
+        assert env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    mounts = {m["mountPath"] for m in kubelet["volumeMounts"]}
+    assert {"/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins",
+            "/var/run/cdi"} <= mounts
+    assert not any(m["mountPath"] == "/sys" and not m.get("readOnly") for m in kubelet["volumeMounts"])
     rbac = list(yaml.safe_load_all((DRA / "rbac.yaml").read_text()))
     [sa] = [d for d in rbac if d["kind"] == "ServiceAccount"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
