@@ -290,7 +290,10 @@ async fn start_publishes_each_change_to_subscribers() {
     assert!(first.pools.contains_key(VF_POOL));
 
     let text = fixture::sample_config().replace("\"cx6dx_vf\"", "\"moved_vf\"");
-    fs::write(&config, text).unwrap();
+    // Replaced whole, as a ConfigMap update does: a write in place is first seen truncated.
+    let tmp = config.with_extension("new");
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, &config).unwrap();
     tokio::time::timeout(Duration::from_secs(10), rx.changed())
         .await
         .expect("no inventory within 10 s of the config change")
