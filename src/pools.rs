@@ -64,6 +64,35 @@ impl Pool {
         self.devices.iter().find(|d| d.id == id)
     }
 
+    /// This pool cut down to `ids`, with other `nicplug` options (a DRA claim's), each device's
+    /// edit options resolved again from them: the pool a config with those options would
+    /// give, for those devices.
+    pub fn with_options(&self, ids: &[&str], nicplug: NicplugOptions) -> Pool {
+        let mut config = self.config.clone();
+        config.nicplug = nicplug;
+        let devices = self
+            .devices
+            .iter()
+            .filter(|d| ids.contains(&d.id.as_str()))
+            .map(|d| PoolDevice {
+                options: Arc::new(resolve_options(
+                    &config,
+                    config.selectors.get(d.selector).map(|s| (s, d.id.as_str())),
+                )),
+                ..d.clone()
+            })
+            .collect();
+        Pool {
+            name: self.name.clone(),
+            prefix: self.prefix.clone(),
+            resource_name: self.resource_name.clone(),
+            edit_options: resolve_options(&config, None),
+            config,
+            devices,
+            shared: self.shared.clone(),
+        }
+    }
+
     /// The name part of the variables its allocations set.
     pub fn env_base(&self) -> EnvBase {
         EnvBase::new(&self.prefix, &self.resource_name)
