@@ -46,6 +46,14 @@ pub enum DraCommand {
         /// (at the next rescan), repairing slices someone else changed or deleted
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
         resync_interval: u64,
+        /// Kubelet's device-plugins directory: devices a nicplug device plugin on this node
+        /// holds (its nicplug-holders.json) are left out of the slices until released
+        #[arg(
+            long,
+            default_value = "/var/lib/kubelet/device-plugins",
+            env = "NICPLUG_DEVICE_PLUGINS_DIR"
+        )]
+        device_plugins_dir: PathBuf,
     },
     /// Print, as JSON, what claim NAMESPACE/NAME (with UID) allocates to nicplug.io on this
     /// node: the devices and the opaque configs, as the kubelet side prepares them
@@ -77,7 +85,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn client() -> Result<kube::Client> {
+pub(crate) async fn client() -> Result<kube::Client> {
     // kube's error already says its causes in its message; as a chain they would repeat.
     kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!(
@@ -112,28 +120,35 @@ pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
             delete_on_exit,
             rescan_interval,
             resync_interval,
+            device_plugins_dir,
         } => {
             let src = inventory::Source {
                 paths: ctx.paths,
-                config: ctx.config_path,
+                config: required_config(ctx.config_path)?,
                 default_prefix: ctx.resource_prefix,
                 rescan: Duration::from_secs(rescan_interval),
+                device_plugin_record: Some(
+                    device_plugins_dir.join(nicplug::inventory::claims::STATE_FILE),
+                ),
             };
             runtime()?.block_on(async move {
                 let client = client().await?;
                 let mut publisher = publish::Publisher::new(client.clone(), &node_name)
                     .resync_after(Duration::from_secs(resync_interval));
                 if once {
-                    let inv = inventory::read(&src)?;
-                    let devices = slices::devices(&inv.host, &inv.pools);
+                    let inv = tokio::task::spawn_blocking(move || inventory::read(&src)).await??;
+                    let held = inventory::held(&inv);
+                    let mut devices = slices::devices(&inv.host, inventory::exclusive(&inv));
+                    devices.retain(|p| !held.contains(&p.id.kubelet()));
                     publisher.publish(&devices).await?;
                     println!("{} devices published for node {node_name}", devices.len());
                     return Ok(());
                 }
-                let rx = inventory::follow(src)?;
+                let (inventory, rx) = inventory::start(&src).await?;
                 let task = tokio::spawn(publisher.run(rx));
                 shutdown().await;
                 task.abort();
+                inventory.stop();
                 if delete_on_exit {
                     let mut p = publish::Publisher::new(client, &node_name);
                     let n = p.delete_all().await?;
@@ -169,6 +184,17 @@ pub fn run(cmd: DraCommand, ctx: Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The DRA driver's devices are the functions the config's pools select: without a config
+/// it would publish nothing, which is never what was meant.
+pub(crate) fn required_config(path: Option<PathBuf>) -> Result<PathBuf> {
+    path.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no config: give --config FILE (or /etc/pcidp/config.json); its pools select the functions \
+             that become DRA devices, as they do for the device plugin"
+        )
+    })
 }
 
 async fn shutdown() {

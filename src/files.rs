@@ -93,3 +93,11 @@ pub fn remove(dir: &Path, name: &str) -> std::io::Result<bool> {
         Err(e) => Err(e),
     }
 }
+
+/// What tells one version of a file from the next without reading it: `(inode, size, mtime)`
+/// of the name itself (a link is not followed); `None` when nothing is there.
+pub fn stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}

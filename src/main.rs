@@ -241,9 +241,24 @@ pub(crate) struct DraArgs {
     /// This node's name: the ResourceSlice pool the devices are published in
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
-    /// Seconds between rescans of the node (health and pools)
+    /// Seconds between safety-net rescans of the node (sysfs, uevent, config and link events
+    /// do the real work, as in `serve`)
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     rescan_interval: u64,
+    /// Also publish this node's ResourceSlices (API server from $KUBECONFIG or the pod's
+    /// service account), from the same inventory the kubelet side serves: one process, one
+    /// view of the node (what the DaemonSet runs; `dra publish` alone does only this part)
+    #[arg(long)]
+    publish_slices: bool,
+    /// Kubelet's device-plugins directory, where a nicplug device plugin on this node keeps
+    /// its record of allocations (nicplug-holders.json): devices in it are Unhealthy here,
+    /// refused to claims and left out of the slices
+    #[arg(
+        long,
+        default_value = "/var/lib/kubelet/device-plugins",
+        env = "NICPLUG_DEVICE_PLUGINS_DIR"
+    )]
+    device_plugins_dir: PathBuf,
     /// Read claims' allocations from DIR/<claim uid>.json instead of the API server (testing
     /// without a cluster)
     #[arg(long, value_name = "DIR", env = "NICPLUG_CLAIMS_FROM_DIR")]
@@ -567,7 +582,7 @@ fn tune_malloc() {}
 
 /// `nicplug dra`: the kubelet side of the DRA driver.
 fn dra_run(args: &HostArgs, dra: DraArgs) -> Result<ExitCode> {
-    use nicplug::dra::{kubelet, prepare};
+    use nicplug::dra::{inventory, kubelet, prepare, publish};
     let source: std::sync::Arc<dyn prepare::ClaimSource> = match dra.claims_from_dir {
         Some(dir) => std::sync::Arc::new(prepare::DirClaimSource { dir }),
         None => std::sync::Arc::new(nicplug::dra::claims::ApiClaimSource::new(
@@ -579,21 +594,31 @@ fn dra_run(args: &HostArgs, dra: DraArgs) -> Result<ExitCode> {
             .exists()
             .then(|| PathBuf::from(DEFAULT_CONFIG))
     });
+    let paths = HostPaths {
+        cdi_dir: dra.cdi_dir,
+        device_info_dir: dra.device_info_dir,
+        ..paths(args)
+    };
+    let src = inventory::Source {
+        paths: paths.clone(),
+        config: dra_cmd::required_config(config_path)?,
+        default_prefix: args.resource_prefix.clone(),
+        rescan: std::time::Duration::from_secs(dra.rescan_interval),
+        device_plugin_record: Some(
+            dra.device_plugins_dir
+                .join(nicplug::inventory::claims::STATE_FILE),
+        ),
+    };
     let opts = kubelet::DraOptions {
-        paths: HostPaths {
-            cdi_dir: dra.cdi_dir,
-            device_info_dir: dra.device_info_dir,
-            ..paths(args)
-        },
+        paths,
         registry_dir: dra.plugins_registry,
         plugins_dir: dra.plugins_dir,
         node_name: dra.node_name,
         cdi_version: dra.cdi_version,
         device_info: !dra.no_device_info,
-        config_path,
-        default_prefix: args.resource_prefix.clone(),
-        rescan_interval: std::time::Duration::from_secs(dra.rescan_interval),
     };
+    // A node daemon like `serve`, with the same inventory: the same allocator settings.
+    tune_malloc();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -606,7 +631,21 @@ fn dra_run(args: &HostArgs, dra: DraArgs) -> Result<ExitCode> {
         let stop = async move {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         };
-        anyhow::Ok(kubelet::run(opts, source, stop).await?)
+        // One inventory (the device plugin's core) for both sides of the driver.
+        let (inventory, rx) = inventory::start(&src).await?;
+        let publisher = match dra.publish_slices {
+            true => {
+                let p = publish::Publisher::new(dra_cmd::client().await?, &opts.node_name);
+                Some(tokio::spawn(p.run(rx.clone())))
+            }
+            false => None,
+        };
+        let served = kubelet::run(opts, source, rx, stop).await;
+        if let Some(p) = publisher {
+            p.abort();
+        }
+        inventory.stop();
+        anyhow::Ok(served?)
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)

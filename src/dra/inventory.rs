@@ -1,96 +1,174 @@
-//! The inventory the DRA publisher follows: the host and its pools, re-read on every sysfs,
-//! uevent or config change (the device plugin's event sources), sent as snapshots on a watch
-//! channel. Queued events are drained before each re-read, so a burst costs one rescan.
+//! The DRA driver's subscription to the core inventory ([`crate::inventory`]): the same
+//! watchers, config rules, health policy and rtnetlink link states as the device plugin, so
+//! both front ends see one node the same way. This module only says which part of an
+//! inventory DRA serves: the exclusive pools (an RDMA shared pool's IDs are tokens, not
+//! devices) and the health verdicts of their devices.
+//!
+//! The device plugin's record of what it handed out (`nicplug-holders.json`) is followed as
+//! the inventory's claims, each under a name no pool has: a device a device-plugin pod holds
+//! is then Unhealthy here by the device plugin's own rule (held elsewhere), so no claim is
+//! prepared for it while both front ends run on one node by mistake.
 
 use crate::HostPaths;
-use crate::config::{self, Config};
-use crate::dra::publish::Inventory;
-use crate::host;
-use crate::inventory::watch::{self as events, Event};
-use crate::pools;
-use std::path::PathBuf;
+use crate::health::Verdict;
+use crate::inventory::claims::read_state;
+use crate::inventory::{
+    self, Claims, Event, Inventory, InventoryError, InventoryOptions, InventoryTask,
+};
+use crate::pools::Pool;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// How often the device plugin's record is looked at (a `stat`; read when it changed).
+const RECORD_POLL: Duration = Duration::from_secs(1);
 
 /// Where the inventory comes from.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub paths: HostPaths,
-    /// The device-plugin config; `None`: no pools (nothing published).
-    pub config: Option<PathBuf>,
+    /// The device-plugin config: its pools select which functions are DRA devices.
+    pub config: PathBuf,
     pub default_prefix: String,
     /// Safety-net rescan period (a lost event is caught here at the latest).
     pub rescan: Duration,
+    /// The device plugin's record (`<device-plugins>/nicplug-holders.json`) to follow.
+    pub device_plugin_record: Option<PathBuf>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error(transparent)]
-    Discover(#[from] host::DiscoverError),
-}
-
-fn read_config(src: &Source) -> Result<Config, config::ConfigError> {
-    match &src.config {
-        Some(p) => config::parse_config_file(p),
-        None => Ok(Config::default()),
-    }
-}
-
-fn snapshot(src: &Source, config: &Config) -> Result<Inventory, host::DiscoverError> {
-    let host = host::discover(&src.paths)?;
-    for s in &host.skipped {
-        tracing::warn!(function = %s.address, "skipping function: {}", s.reason);
-    }
-    let pools = pools::build(&host, config, &src.default_prefix);
-    Ok(Inventory { host, pools })
-}
-
-/// Read the inventory once (for a first publish, or `publish --once`).
-pub fn read(src: &Source) -> Result<Inventory, InventoryError> {
-    let config = read_config(src)?;
-    Ok(snapshot(src, &config)?)
-}
-
-/// Start following the host: the first snapshot is read now (an error here is fatal), later
-/// ones are sent as the host or config changes. A bad config change keeps the last good one.
-pub fn follow(src: Source) -> Result<watch::Receiver<Arc<Inventory>>, InventoryError> {
-    let mut config = read_config(&src)?;
-    let first = snapshot(&src, &config)?;
-    let (tx, rx) = watch::channel(Arc::new(first));
-    let (etx, mut erx) = mpsc::channel::<Event>(256);
-    events::sysfs_tree(&src.paths.sysfs_root, etx.clone());
-    events::uevents(etx.clone());
-    if let Some(p) = &src.config {
-        events::config_dir(p, etx.clone());
-    }
-    events::periodic(src.rescan, etx);
-    tokio::spawn(async move {
-        while let Some(ev) = erx.recv().await {
-            let mut config_touched = matches!(ev, Event::ConfigTouched);
-            while let Ok(ev) = erx.try_recv() {
-                config_touched |= matches!(ev, Event::ConfigTouched);
-            }
-            if config_touched {
-                match read_config(&src) {
-                    Ok(c) => config = c,
-                    Err(e) => tracing::warn!("{e}; keeping the last good config"),
-                }
-            }
-            let (s, c) = (src.clone(), config.clone());
-            let snap = tokio::task::spawn_blocking(move || snapshot(&s, &c)).await;
-            match snap {
-                Ok(Ok(inv)) => {
-                    if tx.send(Arc::new(inv)).is_err() {
-                        return;
-                    }
-                }
-                Ok(Err(e)) => tracing::warn!("rescan failed: {e}"),
-                Err(e) => tracing::warn!("rescan task: {e}"),
-            }
+impl Source {
+    fn options(&self) -> InventoryOptions {
+        InventoryOptions {
+            rescan_interval: self.rescan,
+            claims: self
+                .device_plugin_record
+                .as_deref()
+                .map_or_else(Claims::default, |p| {
+                    read_record(p).unwrap_or_else(|e| {
+                        warn!(record = %p.display(), "cannot read the device plugin's record: {e}");
+                        Claims::default()
+                    })
+                }),
+            ..InventoryOptions::new(
+                self.paths.clone(),
+                self.config.clone(),
+                self.default_prefix.clone(),
+            )
         }
-    });
-    Ok(rx)
+    }
+}
+
+/// Start the inventory with every watcher on, and the device plugin's record followed; the
+/// receiver holds the first inventory (the record's claims in it already). A bad config here
+/// is an error; later, a bad change keeps the last good config.
+pub async fn start(
+    src: &Source,
+) -> Result<(InventoryTask, watch::Receiver<Arc<Inventory>>), InventoryError> {
+    let s = src.clone();
+    let opts = tokio::task::spawn_blocking(move || s.options())
+        .await
+        .map_err(|e| InventoryError::Task {
+            what: "reading the device plugin's record",
+            message: e.to_string(),
+        })?;
+    let first = opts.claims.clone();
+    let (task, rx) = inventory::start(opts).await?;
+    if let Some(record) = &src.device_plugin_record {
+        tokio::spawn(follow_record(record.clone(), first, task.sender()));
+    }
+    Ok((task, rx))
+}
+
+/// Read the inventory once, without watchers (`publish --once`). Blocking.
+pub fn read(src: &Source) -> Result<Arc<Inventory>, InventoryError> {
+    Ok(inventory::Reconciler::new(&src.options())?.current())
+}
+
+/// The device plugin's record as claims. Each resource is named so that it is never a pool's
+/// name (the same config gives both front ends the same names): every device in it is held
+/// elsewhere, and the verdict says where.
+pub fn read_record(path: &Path) -> Result<Claims, String> {
+    let mut claims = Claims::default();
+    for (id, resource) in read_state(path)? {
+        let holder = format!("{resource} of the device plugin ({})", path.display());
+        claims.by_id.entry(id).or_default().insert(holder);
+    }
+    Ok(claims)
+}
+
+/// Keep the inventory's claims equal to the record: looked at every second, read when it
+/// changed. An unreadable record keeps the last claims (said once per version of the file).
+async fn follow_record(record: PathBuf, mut last: Claims, events: mpsc::Sender<Event>) {
+    let mut seen = {
+        let r = record.clone();
+        tokio::task::spawn_blocking(move || crate::files::stamp(&r))
+            .await
+            .ok()
+            .flatten()
+    };
+    loop {
+        tokio::time::sleep(RECORD_POLL).await;
+        let (r, prev) = (record.clone(), seen);
+        let Ok((now, read)) = tokio::task::spawn_blocking(move || {
+            let now = crate::files::stamp(&r);
+            (now, (now != prev).then(|| read_record(&r)))
+        })
+        .await
+        else {
+            continue;
+        };
+        seen = now;
+        match read {
+            Some(Ok(claims)) if claims != last => {
+                info!(record = %record.display(), devices = claims.by_id.len(), "the device plugin's allocations changed");
+                last = claims.clone();
+                if events.send(Event::Claims(claims)).await.is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                warn!(record = %record.display(), "cannot read the device plugin's record, keeping what it said last: {e}")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The pools whose devices are DRA devices, in name order.
+pub fn exclusive(inv: &Inventory) -> impl Iterator<Item = &Pool> {
+    inv.pools
+        .values()
+        .map(|v| &v.pool)
+        .filter(|p| p.shared.is_none())
+}
+
+/// Devices the device plugin holds (from its record): not offered to the scheduler.
+pub fn held(inv: &Inventory) -> std::collections::BTreeSet<String> {
+    inv.pools
+        .values()
+        .filter(|v| v.pool.shared.is_none())
+        .flat_map(|v| v.held_elsewhere.keys().cloned())
+        .collect()
+}
+
+/// Each DRA device's health, by the device plugin's verdict: device ID -> verdict.
+pub fn health(inv: &Inventory) -> BTreeMap<String, Verdict> {
+    let mut out = BTreeMap::new();
+    for view in inv.pools.values().filter(|v| v.pool.shared.is_none()) {
+        for d in &view.pool.devices {
+            let verdict = Verdict {
+                healthy: view.health.get(&d.id).copied().unwrap_or(false),
+                reason: view
+                    .reasons
+                    .get(&d.id)
+                    .cloned()
+                    .unwrap_or(crate::health::Reason::Gone),
+            };
+            out.insert(d.id.clone(), verdict);
+        }
+    }
+    out
 }

@@ -29,12 +29,12 @@ use super::api::registration::{
 use super::api::{v1, v1beta1};
 use super::model::{ClaimRef, DRIVER};
 use super::prepare::{ClaimSource, PrepareError, Preparer, check_uid};
-use crate::config::Config;
 use crate::device_id::DeviceId;
-use crate::health::{LinkStates, verdict};
-use crate::host::Host;
+use crate::health::Verdict;
+use crate::inventory::Inventory;
 use crate::paths::HostPaths;
 use crate::pools::Pools;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -60,11 +60,33 @@ pub const SUPPORTED_SERVICES: [&str; 2] = ["v1.DRAPlugin", "v1beta1.DRAPlugin"];
 /// Calls at once on one connection: kubelet makes one or two plus the health stream.
 const MAX_STREAMS: u32 = 16;
 
-/// What the driver serves from: the node as last discovered and its pools.
-#[derive(Debug, PartialEq)]
+/// What the driver serves from: one inventory of the core, its exclusive pools as prepare
+/// takes them and their devices' health (both derived once per inventory, not per call).
+#[derive(Debug, Clone)]
 pub struct State {
-    pub host: Host,
-    pub pools: Pools,
+    pub inventory: Arc<Inventory>,
+    pub pools: Arc<Pools>,
+    /// Device ID -> the device plugin's verdict.
+    pub health: Arc<BTreeMap<String, Verdict>>,
+}
+
+impl State {
+    /// The state of `inv`; the pools of `prev` are kept while the inventory's pools did not
+    /// change (a health or claims change).
+    pub fn of(inv: Arc<Inventory>, prev: Option<&State>) -> State {
+        let pools = match prev {
+            Some(p) if p.inventory.pools_generation == inv.pools_generation => p.pools.clone(),
+            _ => Arc::new(Pools {
+                pools: super::inventory::exclusive(&inv).cloned().collect(),
+                placements: BTreeMap::new(),
+            }),
+        };
+        State {
+            health: Arc::new(super::inventory::health(&inv)),
+            pools,
+            inventory: inv,
+        }
+    }
 }
 
 /// Everything `nicplug dra` is told on its command line.
@@ -79,9 +101,6 @@ pub struct DraOptions {
     pub node_name: String,
     pub cdi_version: String,
     pub device_info: bool,
-    pub config_path: Option<PathBuf>,
-    pub default_prefix: String,
-    pub rescan_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,17 +113,6 @@ pub enum DraError {
     Prepare(#[from] PrepareError),
     #[error("{0}")]
     State(String),
-}
-
-/// Discover the node and build its pools from the config.
-pub fn load_state(opts: &DraOptions) -> Result<State, String> {
-    let config = match &opts.config_path {
-        Some(p) => crate::config::parse_config_file(p).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    let host = crate::host::discover(&opts.paths).map_err(|e| e.to_string())?;
-    let pools = crate::pools::build(&host, &config, &opts.default_prefix);
-    Ok(State { host, pools })
 }
 
 /// A directory kubelet reads, created if missing; a link or a file in its place is refused
@@ -246,7 +254,7 @@ impl DraService {
         let preparer = self.preparer.clone();
         let started = std::time::Instant::now();
         let devices = tokio::task::spawn_blocking(move || {
-            preparer.prepare(&alloc, &state.host, &state.pools)
+            preparer.prepare(&alloc, &state.inventory.host, &state.pools, &state.health)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -359,42 +367,31 @@ struct HealthService {
     node_name: String,
 }
 
-/// Health of every device nicplug publishes, by the device plugin's rule and verdicts, the
-/// verdict's wording as message. Without rtnetlink here, link state is the snapshot's
-/// (`carrier`, `operstate`, port `phys_state`).
+/// Health of every device nicplug publishes: the inventory's verdicts (the device plugin's
+/// rule, live link states from rtnetlink), the verdict's wording as message.
 pub fn health_list(state: &State, node_name: &str) -> Vec<DeviceHealth> {
-    let links = LinkStates::default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut out = Vec::new();
-    for pool in state.pools.pools.iter().filter(|p| p.shared.is_none()) {
-        for d in &pool.devices {
-            let Some(id) = DeviceId::parse(&d.id) else {
-                continue;
-            };
-            let (healthy, message) = match state.host.device(&d.id) {
-                Some(dev) => {
-                    let v = verdict(dev, &state.host, &links, pool.config.nicplug.health);
-                    (v.healthy, v.to_string())
-                }
-                None => (false, "unhealthy: gone from the host".to_string()),
-            };
-            out.push(DeviceHealth {
-                device: Some(DeviceIdentifier {
-                    pool_name: node_name.to_string(),
-                    device_name: id.dns_label(),
-                }),
-                health: if healthy {
-                    HealthStatus::Healthy
-                } else {
-                    HealthStatus::Unhealthy
-                } as i32,
-                last_updated_time: now,
-                health_check_timeout_seconds: 0,
-                message,
-            });
-        }
+    for (id, verdict) in state.health.iter() {
+        let Some(id) = DeviceId::parse(id) else {
+            continue;
+        };
+        out.push(DeviceHealth {
+            device: Some(DeviceIdentifier {
+                pool_name: node_name.to_string(),
+                device_name: id.dns_label(),
+            }),
+            health: if verdict.healthy {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Unhealthy
+            } as i32,
+            last_updated_time: now,
+            health_check_timeout_seconds: 0,
+            message: verdict.to_string(),
+        });
     }
     out
 }
@@ -528,11 +525,13 @@ pub fn socket_paths(opts: &DraOptions) -> (PathBuf, PathBuf, PathBuf) {
     (dir, dra, opts.registry_dir.join(REGISTRATION_SOCKET))
 }
 
-/// Serve kubelet until `stop` resolves: the driver socket first, then the registration socket
-/// (kubelet dials the driver as soon as it sees the registration).
+/// Serve kubelet from the inventory `inventory` until `stop` resolves: the driver socket
+/// first, then the registration socket (kubelet dials the driver as soon as it sees the
+/// registration).
 pub async fn run(
     opts: DraOptions,
     source: Arc<dyn ClaimSource>,
+    mut inventory: watch::Receiver<Arc<Inventory>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), DraError> {
     let (dir, dra_path, reg_path) = socket_paths(&opts);
@@ -559,14 +558,22 @@ pub async fn run(
         &opts.cdi_version,
         opts.device_info,
     )?);
-    let first = {
-        let o = opts.clone();
-        tokio::task::spawn_blocking(move || load_state(&o))
-            .await
-            .map_err(|e| DraError::State(e.to_string()))?
-            .map_err(DraError::State)?
-    };
+    let first = State::of(inventory.borrow_and_update().clone(), None);
     let (state_tx, state_rx) = watch::channel(Arc::new(first));
+    // Each new inventory becomes the state prepare and health serve from; derived in the
+    // blocking pool (4,096 devices' pools are copied when they change).
+    let follow = tokio::spawn(async move {
+        while inventory.changed().await.is_ok() {
+            let inv = inventory.borrow_and_update().clone();
+            let prev = state_tx.borrow().clone();
+            match tokio::task::spawn_blocking(move || State::of(inv, Some(&prev))).await {
+                Ok(next) => {
+                    state_tx.send_replace(Arc::new(next));
+                }
+                Err(e) => error!("deriving the driver's state: {e}"),
+            }
+        }
+    });
 
     let dra = DraService {
         preparer,
@@ -603,8 +610,6 @@ pub async fn run(
     let mut reg_sock = Served::start(&reg_path, reg_router()).map_err(io(&reg_path))?;
     info!(driver = %dra_path.display(), registration = %reg_path.display(), "serving kubelet");
 
-    let mut rescan = tokio::time::interval(opts.rescan_interval);
-    rescan.tick().await;
     let mut check = tokio::time::interval(Duration::from_millis(500));
     tokio::pin!(stop);
     loop {
@@ -631,20 +636,9 @@ pub async fn run(
                     }
                 }
             }
-            _ = rescan.tick() => {
-                let o = opts.clone();
-                match tokio::task::spawn_blocking(move || load_state(&o)).await {
-                    Ok(Ok(s)) => {
-                        state_tx.send_if_modified(|cur| {
-                            if **cur == s { false } else { *cur = Arc::new(s); true }
-                        });
-                    }
-                    Ok(Err(e)) => warn!("rescan failed, keeping the last good state: {e}"),
-                    Err(e) => warn!("rescan failed: {e}"),
-                }
-            }
         }
     }
+    follow.abort();
     // Registration first: kubelet stops using the driver before its socket goes.
     reg_sock.stop(true).await;
     dra_sock.stop(true).await;

@@ -24,8 +24,10 @@ use super::checkpoint::{Checkpoint, CheckpointError, PreparedClaim, PreparedDevi
 use super::model::{ClaimAllocation, ClaimRef, DRIVER};
 use super::params::{self, ParamError};
 use crate::cdi;
+use crate::config::NicplugOptions;
 use crate::device_id::DeviceId;
 use crate::edits::{self, ContainerEdits, EditError};
+use crate::health::Verdict;
 use crate::host::Host;
 use crate::paths::HostPaths;
 use crate::pools::{Pool, Pools};
@@ -107,6 +109,16 @@ pub enum PrepareError {
          changed since the ResourceSlice was published)"
     )]
     NotPooled { device: String, id: String },
+    #[error(
+        "device {device} ({id}) is {verdict}: it is not prepared for a new claim (the device \
+         plugin's Allocate refuses it too); fix: the cause named, or a new claim for another \
+         device"
+    )]
+    Unhealthy {
+        device: String,
+        id: String,
+        verdict: String,
+    },
     #[error(
         "device {device} ({id}) is already prepared for claim {holder}: a device is never in \
          two places; fix: unprepare that claim first"
@@ -203,12 +215,14 @@ impl Preparer {
     }
 
     /// Prepare a claim: the answer for kubelet. A claim already prepared gets the same answer
-    /// and nothing is written again.
+    /// and nothing is written again (its pod may be running); a new one is refused a device
+    /// whose `health` verdict is unhealthy.
     pub fn prepare(
         &self,
         alloc: &ClaimAllocation,
         host: &Host,
         pools: &Pools,
+        health: &BTreeMap<String, Verdict>,
     ) -> Result<Vec<PreparedDevice>, PrepareError> {
         let uid = &alloc.claim.uid;
         check_uid(uid)?;
@@ -258,6 +272,13 @@ impl Preparer {
                     device: d.device.clone(),
                     id: id.clone(),
                 })?;
+            if let Some(v) = health.get(&id).filter(|v| !v.healthy) {
+                return Err(PrepareError::Unhealthy {
+                    device: d.device.clone(),
+                    id,
+                    verdict: v.to_string(),
+                });
+            }
             resolved.push(Resolved {
                 request: d.request.clone(),
                 device: d.device.clone(),
@@ -269,18 +290,19 @@ impl Preparer {
 
         // One pool with its effective options per group, devices in allocation order.
         struct Group<'a> {
-            pool: Pool,
+            source: &'a Pool,
+            nicplug: NicplugOptions,
             first_request: &'a str,
             members: Vec<&'a Resolved<'a>>,
         }
-        let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
+        let mut grouped: BTreeMap<&str, Group> = BTreeMap::new();
         for r in &resolved {
             let mut opts = r.pool.config.nicplug.clone();
             for c in params::for_request(&alloc.config, &r.request)? {
                 c.apply(&mut opts);
             }
-            match groups.get_mut(r.pool.name.as_str()) {
-                Some(g) if g.pool.config.nicplug != opts => {
+            match grouped.get_mut(r.pool.name.as_str()) {
+                Some(g) if g.nicplug != opts => {
                     return Err(PrepareError::OptionsClash {
                         pool: r.pool.name.clone(),
                         a: g.first_request.to_string(),
@@ -289,12 +311,11 @@ impl Preparer {
                 }
                 Some(g) => g.members.push(r),
                 None => {
-                    let mut pool = r.pool.clone();
-                    pool.config.nicplug = opts;
-                    groups.insert(
+                    grouped.insert(
                         &r.pool.name,
                         Group {
-                            pool,
+                            source: r.pool,
+                            nicplug: opts,
                             first_request: &r.request,
                             members: vec![r],
                         },
@@ -302,6 +323,22 @@ impl Preparer {
                 }
             }
         }
+        // Each device's edit options resolved again from the claim's options: what a pool
+        // configured with them would give (`tests/dra` compares with such a pool's Allocate).
+        struct Ready<'a> {
+            pool: Pool,
+            members: Vec<&'a Resolved<'a>>,
+        }
+        let groups: Vec<Ready> = grouped
+            .into_values()
+            .map(|g| {
+                let ids: Vec<&str> = g.members.iter().map(|r| r.id.as_str()).collect();
+                Ready {
+                    pool: g.source.with_options(&ids, g.nicplug),
+                    members: g.members,
+                }
+            })
+            .collect();
 
         let mut spec = ClaimSpec {
             cdi_version: self.cdi_version.clone(),
@@ -311,7 +348,7 @@ impl Preparer {
         };
         let mut answer = Vec::new();
         let mut device_info = Vec::new();
-        for g in groups.values() {
+        for g in &groups {
             let ids: Vec<String> = g.members.iter().map(|r| r.id.clone()).collect();
             let edits_of = |ids: &[String]| {
                 edits::container_edits(&g.pool, host, &self.paths, ids).map_err(|source| {

@@ -6,13 +6,14 @@
 //! slices of this driver are deleted. The pool generation goes up whenever the devices change,
 //! so the scheduler never mixes slices of two inventories.
 
+use crate::dra::inventory::{exclusive, held};
 use crate::dra::model::DRIVER;
 use crate::dra::slices::{self, Published};
-use crate::host::Host;
-use crate::pools::Pools;
+use crate::inventory::Inventory;
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,16 +25,9 @@ const CONFLICT_RETRIES: usize = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long an unchanged inventory is trusted to match the API server without reading it by
-/// default: after this, the next snapshot (the safety-net rescan sends one) lists the slices
-/// and repairs any that someone else changed or deleted.
+/// default: after this the slices are listed again and any that someone else changed or
+/// deleted are repaired.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(60);
-
-/// What the publisher is given: the host and its pools at one moment.
-#[derive(Debug)]
-pub struct Inventory {
-    pub host: Host,
-    pub pools: Pools,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -209,15 +203,29 @@ impl Publisher {
         Ok(existing.len())
     }
 
-    /// Publish every snapshot as it arrives until the sender goes away. A failed round is
-    /// retried with backoff unless a newer snapshot comes first.
+    /// Publish every inventory whose pools changed as it arrives, and check the API server
+    /// again every resync period, until the sender goes away. Health-only changes are not
+    /// written (slices carry no health); a device the device plugin holds is left out until
+    /// it is released. A failed round is retried with backoff unless a
+    /// newer inventory comes first.
     pub async fn run(mut self, mut rx: watch::Receiver<Arc<Inventory>>) {
         let mut backoff = FIRST_BACKOFF;
+        let mut described: Option<(u64, BTreeSet<String>, Vec<Published>)> = None;
         loop {
             let inv = rx.borrow_and_update().clone();
-            let devices = slices::devices(&inv.host, &inv.pools);
+            let held = held(&inv);
+            if described
+                .as_ref()
+                .is_none_or(|d| d.0 != inv.pools_generation || d.1 != held)
+            {
+                let mut devices = slices::devices(&inv.host, exclusive(&inv));
+                devices.retain(|p| !held.contains(&p.id.kubelet()));
+                described = Some((inv.pools_generation, held, devices));
+            }
+            drop(inv);
+            let devices = described.as_ref().map_or(&[][..], |d| &d.2[..]);
             let started = std::time::Instant::now();
-            match self.publish(&devices).await {
+            let wait = match self.publish(devices).await {
                 Ok(wrote) => {
                     backoff = FIRST_BACKOFF;
                     if wrote {
@@ -229,18 +237,18 @@ impl Publisher {
                             "ResourceSlices published"
                         );
                     }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
+                    self.resync
                 }
                 Err(e) => {
                     tracing::warn!("{e}; retrying in {backoff:?}");
-                    tokio::select! {
-                        r = rx.changed() => if r.is_err() { return },
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
+                    let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
                 }
+            };
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

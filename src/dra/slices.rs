@@ -8,7 +8,7 @@
 use crate::device_id::DeviceId;
 use crate::dra::model::DRIVER;
 use crate::host::{Device as HostDevice, Host};
-use crate::pools::{self, Pools};
+use crate::pools::{self, Pool};
 use k8s_openapi::api::resource::v1::{
     Device, DeviceAttribute, ResourcePool, ResourceSlice, ResourceSliceSpec,
 };
@@ -40,9 +40,9 @@ pub struct Published {
 
 /// The devices of the node, sorted by name. A function the pools list but the snapshot lost
 /// (it cannot happen with a consistent snapshot) is left out.
-pub fn devices(host: &Host, pools: &Pools) -> Vec<Published> {
+pub fn devices<'a>(host: &Host, pools: impl IntoIterator<Item = &'a Pool>) -> Vec<Published> {
     let mut out: BTreeMap<String, Published> = BTreeMap::new();
-    for pool in pools.pools.iter().filter(|p| p.shared.is_none()) {
+    for pool in pools.into_iter().filter(|p| p.shared.is_none()) {
         for pd in &pool.devices {
             let (Some(id), Some(dev)) = (DeviceId::parse(&pd.id), host.device(&pd.id)) else {
                 continue;

@@ -10,7 +10,7 @@
 //! The decisions are in [`Reconciler`] (events in, inventory out, no timers), so tests inject
 //! events; [`start`] wires it to the real watchers and runs it off the runtime threads.
 
-mod claims;
+pub mod claims;
 mod preferred;
 mod reconcile;
 mod view;

@@ -53,7 +53,11 @@ pub enum IdsError {
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
     #[error("devices unhealthy in {pool}: {}", .ids.join(", "))]
-    Unhealthy { pool: String, ids: Vec<String> },
+    Unhealthy {
+        pool: String,
+        /// Each as `<id> (<why>)`.
+        ids: Vec<String>,
+    },
     #[error(transparent)]
     Edit(#[from] EditError),
 }
@@ -206,10 +210,14 @@ impl PoolView {
             }
             .into());
         }
+        // Each with why, so a refused pod's event says what to fix.
         let unhealthy: Vec<String> = ids
             .iter()
             .filter(|id| self.health.get(*id) == Some(&false))
-            .cloned()
+            .map(|id| match self.reasons.get(id) {
+                Some(why) => format!("{id} ({why})"),
+                None => id.clone(),
+            })
             .collect();
         if !unhealthy.is_empty() {
             return Err(AllocError::Unhealthy {

@@ -16,20 +16,18 @@ use super::podresources::{self, Holder};
 use crate::files;
 use crate::inventory::Claims;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-/// The state file's name in the device-plugins directory.
-pub const STATE_FILE: &str = "nicplug-holders.json";
-/// A state file bigger than this is not ours.
-const MAX_STATE_BYTES: u64 = 4 << 20;
+pub use crate::inventory::claims::{STATE_FILE, read_state};
 /// How often kubelet is asked while a device waits for a release, and otherwise.
 const POLL_PENDING: Duration = Duration::from_secs(1);
 const POLL_IDLE: Duration = Duration::from_secs(10);
+/// How often the DRA driver's checkpoint is looked at (a `stat`; read when it changed).
+const DRA_POLL: Duration = Duration::from_secs(1);
 /// How long one ask may take.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -58,6 +56,8 @@ struct Inner {
     up: bool,
     /// Devices wait for a release: ask kubelet more often.
     pending: bool,
+    /// Device ID -> the DRA claim that holds it (the DRA driver's checkpoint on this node).
+    dra: BTreeMap<String, String>,
 }
 
 /// Shared by the gRPC handlers (claims), the manager (what to advertise) and the metrics.
@@ -122,6 +122,10 @@ impl Holders {
                 .or_default()
                 .insert(resource.clone());
         }
+        // A DRA claim is never a pool's resource name: always held elsewhere.
+        for (id, claim) in &inner.dra {
+            by_id.entry(id.clone()).or_default().insert(claim.clone());
+        }
         Claims {
             by_id,
             unknown: inner.unknown,
@@ -134,6 +138,12 @@ impl Holders {
     pub fn claim(&self, resource: &str, ids: &[String]) -> Result<bool, HeldElsewhere> {
         let mut inner = self.lock();
         for id in ids {
+            if let Some(claim) = inner.dra.get(id) {
+                return Err(HeldElsewhere {
+                    id: id.clone(),
+                    resource: claim.clone(),
+                });
+            }
             let other = inner
                 .claims
                 .range((id.clone(), String::new())..)
@@ -160,6 +170,49 @@ impl Holders {
             self.changed.notify_one();
         }
         Ok(added)
+    }
+
+    /// Take the devices DRA claims hold now (the DRA driver's checkpoint): Unhealthy in every
+    /// pool and refused by Allocate until the claim is unprepared. True when they changed.
+    pub fn set_dra(&self, held: BTreeMap<String, String>) -> bool {
+        let mut inner = self.lock();
+        if inner.dra == held {
+            return false;
+        }
+        for (id, claim) in held.iter().filter(|(id, _)| !inner.dra.contains_key(*id)) {
+            info!(id = %id, "held by {claim}: not handed out here");
+        }
+        inner.dra = held;
+        drop(inner);
+        self.changed.notify_one();
+        true
+    }
+
+    /// Follow the DRA driver's checkpoint in `dir` (`<kubelet>/plugins/nicplug.io`): looked at
+    /// every second, read when it changed. Unreadable: the last good read stands.
+    pub async fn follow_dra(self: Arc<Self>, dir: PathBuf) {
+        let path = dir.join(crate::dra::checkpoint::FILE_NAME);
+        let mut seen = None;
+        loop {
+            let (d, p, prev) = (dir.clone(), path.clone(), seen);
+            let Ok((now, read)) = tokio::task::spawn_blocking(move || {
+                let now = files::stamp(&p);
+                (now, (now != prev).then(|| dra_held(&d)))
+            })
+            .await
+            else {
+                return;
+            };
+            seen = now;
+            match read {
+                Some(Ok(held)) => {
+                    self.set_dra(held);
+                }
+                Some(Err(e)) => warn!("{e}; keeping the devices DRA claims held at the last read"),
+                None => {}
+            }
+            tokio::time::sleep(DRA_POLL).await;
+        }
     }
 
     /// The sequence number an ask of kubelet starts at: claims made after it are newer than
@@ -299,6 +352,23 @@ impl Holders {
     }
 }
 
+/// Device ID -> `DRA claim <namespace>/<name> (<uid>)` for every device of the DRA checkpoint
+/// in `dir`; none when there is no checkpoint.
+pub fn dra_held(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+    let cp = crate::dra::checkpoint::Checkpoint::load(dir).map_err(|e| e.to_string())?;
+    let mut held = BTreeMap::new();
+    for c in cp.claims() {
+        let claim = format!(
+            "DRA claim {}/{} ({})",
+            c.claim.namespace, c.claim.name, c.claim.uid
+        );
+        for d in &c.devices {
+            held.insert(d.id.clone(), claim.clone());
+        }
+    }
+    Ok(held)
+}
+
 fn state_text<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> String {
     let claims: Vec<serde_json::Value> = pairs
         .map(|(i, r)| serde_json::json!({"resource": r, "id": i}))
@@ -311,51 +381,26 @@ fn state_text<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> String {
     format!("{doc:#}\n")
 }
 
-#[derive(serde::Deserialize)]
-struct StateFile {
-    version: u32,
-    claims: Vec<StateClaim>,
-}
-
-#[derive(serde::Deserialize)]
-struct StateClaim {
-    resource: String,
-    id: String,
-}
-
-/// The `(id, resource)` pairs in the state file; empty when there is none.
-fn read_state(path: &Path) -> Result<Vec<(String, String)>, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut text = String::new();
-    file.take(MAX_STATE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    if text.len() as u64 > MAX_STATE_BYTES {
-        return Err(format!("larger than {MAX_STATE_BYTES} bytes"));
-    }
-    let doc: StateFile = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    if doc.version != 1 {
-        return Err(format!("unknown version {}", doc.version));
-    }
-    Ok(doc.claims.into_iter().map(|c| (c.id, c.resource)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dra_claim_holds_against_every_resource_and_survives_kubelet_answers() {
+        let h = Holders::load(None);
+        let dra = BTreeMap::from([("a".to_string(), "DRA claim ns/c (u)".to_string())]);
+        assert!(h.set_dra(dra.clone()));
+        assert!(!h.set_dra(dra), "unchanged is no change");
+        let e = h.claim("r", &["a".into()]).unwrap_err();
+        assert_eq!(e.resource, "DRA claim ns/c (u)");
+        assert!(h.claim("r", &["b".into()]).unwrap());
+        // Kubelet's answer knows nothing of DRA claims: they stay.
+        let asked = h.ask_started();
+        h.observe(asked, Ok(vec![]));
+        assert_eq!(h.claims().elsewhere("r", "a"), Some("DRA claim ns/c (u)"));
+        assert!(h.set_dra(BTreeMap::new()));
+        assert!(h.claim("r", &["a".into()]).is_ok());
+    }
 
     fn holder(resource: &str, id: &str) -> Holder {
         Holder {

@@ -106,6 +106,21 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let _lock = lock::lock_dir(&plugin_dir)?;
     clean_up_after_earlier_runs(&opts, &plugin_dir);
     let holders = Arc::new(Holders::load(Some(plugin_dir.join(holders::STATE_FILE))));
+    // Devices a nicplug DRA driver on this node prepared for claims are never handed out here
+    // (one front end per node is the rule; this guards against both running by mistake).
+    let dra_dir = opts
+        .paths
+        .kubelet_dir
+        .join("plugins")
+        .join(crate::dra::model::DRIVER);
+    let d = dra_dir.clone();
+    match tokio::task::spawn_blocking(move || holders::dra_held(&d)).await {
+        Ok(Ok(held)) => {
+            holders.set_dra(held);
+        }
+        Ok(Err(e)) => warn!("{e}; devices of DRA claims are not known yet"),
+        Err(e) => warn!("reading the DRA checkpoint: {e}"),
+    }
 
     // Watch before the first read, so nothing can change unseen in between.
     let (tx, mut rx) = mpsc::channel(1024);
@@ -127,6 +142,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     };
     let (inventory, mut inventory_rx) = inventory::start(inventory_opts).await?;
     tokio::spawn(holders.clone().poll(opts.pod_resources_socket.clone()));
+    tokio::spawn(holders.clone().follow_dra(dra_dir));
 
     let stats = Arc::new(Stats::default());
     stats.config_loaded(true, false);

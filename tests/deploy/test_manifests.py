@@ -38,9 +38,13 @@ def test_daemonset_is_unprivileged_and_mounts_only_what_it_needs():
     assert c["resources"]["limits"]["memory"] == "64Mi"
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert host_paths == {"/var/lib/kubelet/device-plugins", "/sys",
-                          "/var/run/k8s.cni.cncf.io/devinfo/dp"}
+                          "/var/run/k8s.cni.cncf.io/devinfo/dp",
+                          "/var/lib/kubelet/plugins/nicplug.io"}
     sys_mount = next(m for m in c["volumeMounts"] if m["name"] == "sys")
     assert sys_mount["readOnly"] is True and sys_mount["mountPath"] == "/sys"
+    # The DRA driver's checkpoint is read (its devices are never handed out), never written.
+    dra = next(m for m in c["volumeMounts"] if m["name"] == "dra-claims")
+    assert dra["readOnly"] is True and dra["mountPath"] == "/var/lib/kubelet/plugins/nicplug.io"
 
 
 def test_configmap_holds_a_config_nicplug_accepts(tmp_path):
@@ -97,21 +101,23 @@ def test_dra_examples_are_what_nicplug_prints():
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "IPC_LOCK"]}
 
 
-def test_dra_daemonset_runs_publish_and_kubelet_with_its_account_and_node_name():
+def test_dra_daemonset_runs_one_process_with_its_account_and_node_name():
     ds = yaml.safe_load((DRA / "daemonset.yaml").read_text())
     pod = ds["spec"]["template"]["spec"]
-    publish, kubelet = pod["containers"]
-    assert publish["args"][-2:] == ["dra", "publish"]
-    assert kubelet["args"][-2:] == ["dra", "kubelet"]
-    for c in (publish, kubelet):
-        assert c["securityContext"]["privileged"] is False
-        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-        [env] = [e for e in c["env"] if e["name"] == "NODE_NAME"]
-        assert env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    mounts = {m["mountPath"] for m in kubelet["volumeMounts"]}
+    # Slices and claims from one inventory: a second process would be a second view of the node.
+    [c] = pod["containers"]
+    assert c["args"][-3:] == ["dra", "kubelet", "--publish-slices"]
+    assert c["securityContext"]["privileged"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    [env] = [e for e in c["env"] if e["name"] == "NODE_NAME"]
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins",
             "/var/run/cdi"} <= mounts
-    assert not any(m["mountPath"] == "/sys" and not m.get("readOnly") for m in kubelet["volumeMounts"])
+    assert not any(m["mountPath"] == "/sys" and not m.get("readOnly") for m in c["volumeMounts"])
+    # The device plugin's record is read, never written.
+    [dp] = [m for m in c["volumeMounts"] if m["mountPath"] == "/var/lib/kubelet/device-plugins"]
+    assert dp["readOnly"] is True
     rbac = list(yaml.safe_load_all((DRA / "rbac.yaml").read_text()))
     [sa] = [d for d in rbac if d["kind"] == "ServiceAccount"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]

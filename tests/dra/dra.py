@@ -101,6 +101,8 @@ class Driver:
         self.base = node.base
         self.registry = self.base / "kubelet" / "plugins_registry"
         self.plugins = self.base / "kubelet" / "plugins"
+        self.device_plugins = self.base / "kubelet" / "device-plugins"
+        self.device_plugins.mkdir(parents=True, exist_ok=True)
         self.cdi = self.base / "cdi"
         self.devinfo = self.base / "devinfo"
         self.claims = self.base / "claims"
@@ -128,6 +130,7 @@ class Driver:
                 str(self.registry), "--plugins-dir", str(self.plugins), "--cdi-dir",
                 str(self.cdi), "--device-info-dir", str(self.devinfo), "--node-name",
                 NODE_NAME, "--claims-from-dir", str(self.claims), "--rescan-interval", "1",
+                "--device-plugins-dir", str(self.device_plugins),
                 *self.extra]
 
     def start(self, wait=True):

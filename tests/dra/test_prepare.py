@@ -3,6 +3,7 @@ what the device plugin's Allocate gives for the same devices; idempotent; restar
 unprepare leave nothing behind; bad opaque config and a device in two claims are refused."""
 
 import json
+import time
 import uuid
 
 import pytest
@@ -148,3 +149,59 @@ def test_spec_removed_behind_our_back_is_written_again(node, driver, kubelet):
     driver.spec_path(c["uid"]).unlink()
     assert prepared(kubelet.prepare(c), c) == first
     assert driver.spec_path(c["uid"]).read_text() == body
+
+
+def test_unhealthy_device_refused_for_a_new_claim_only(node, driver, kubelet):
+    """The device plugin's rule, from the same inventory: a VF whose PF lost its carrier is
+    refused for a new claim, naming the verdict; a claim prepared before keeps its answer;
+    the carrier back, the device is prepared again."""
+    before = driver.write_claim(uid(), [("nic", "0000:3b:01.3")])  # another VF of VF2's PF
+    answer = prepared(kubelet.prepare(before), before)
+    net = node.sys / "class" / "net" / "ens1f1"  # their PF
+    (net / "carrier").write_text("0\n")
+    (net / "operstate").write_text("down\n")
+    late = driver.write_claim(uid(), [("nic", VF2)], name="late")
+    deadline = time.monotonic() + 20
+    while True:  # the driver rescans every second (--rescan-interval 1)
+        err = kubelet.prepare(late)[late["uid"]].error
+        if err:
+            break
+        assert kubelet.unprepare(late)[late["uid"]].error == ""
+        assert time.monotonic() < deadline, "the carrier loss was never seen"
+        time.sleep(0.2)
+    assert "unhealthy: PF ens1f1 no carrier" in err, err
+    assert not driver.spec_path(late["uid"]).exists()
+    assert prepared(kubelet.prepare(before), before) == answer
+    assert kubelet.unprepare(before)[before["uid"]].error == ""
+    (net / "carrier").write_text("1\n")
+    (net / "operstate").write_text("up\n")
+    deadline = time.monotonic() + 20
+    while kubelet.prepare(late)[late["uid"]].error:
+        assert time.monotonic() < deadline, "the carrier's return was never seen"
+        time.sleep(0.2)
+    assert driver.spec_path(late["uid"]).exists()
+
+
+def test_device_the_device_plugin_holds_is_refused_until_released(driver, kubelet):
+    """Both front ends on one node by mistake: a device in the device plugin's record
+    (nicplug-holders.json) is refused to a claim, naming the holder, until it is released."""
+    record = driver.device_plugins / "nicplug-holders.json"
+    record.write_text(json.dumps({"version": 1, "claims": [{"resource": POOL, "id": VF}]}))
+    c = driver.write_claim(uid(), [("nic", VF)])
+    deadline = time.monotonic() + 20
+    while True:  # the record is looked at every second
+        err = kubelet.prepare(c)[c["uid"]].error
+        if err:
+            break
+        assert kubelet.unprepare(c)[c["uid"]].error == ""
+        assert time.monotonic() < deadline, "the device plugin's record was never read"
+        time.sleep(0.2)
+    assert f"held under {POOL} of the device plugin" in err, err
+    other = driver.write_claim(uid(), [("nic", VF2)])
+    prepared(kubelet.prepare(other), other)
+    record.write_text(json.dumps({"version": 1, "claims": []}))
+    deadline = time.monotonic() + 20
+    while kubelet.prepare(c)[c["uid"]].error:
+        assert time.monotonic() < deadline, "the release was never seen"
+        time.sleep(0.2)
+    assert driver.spec_path(c["uid"]).exists()

@@ -90,9 +90,16 @@ class Nicplug:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "KUBECONFIG": str(self.api.kubeconfig_path), "NICPLUG_LOG": "info"}
 
+    @property
+    def device_plugins(self):
+        return self.node.base / "device-plugins"
+
     def argv(self, *args):
+        # The device plugin's record this node's driver follows: the test's, never the host's.
+        own = (["--device-plugins-dir", str(self.device_plugins)]
+               if args and args[0] in ("publish", "kubelet") else [])
         return [str(nicplug_bin()), "--host-root", str(self.node.root), "--config",
-                str(self.node.config), "dra", *map(str, args)]
+                str(self.node.config), "dra", *map(str, args), *own]
 
     def run(self, *args, check=True):
         r = subprocess.run(self.argv(*args), env=self.env(), capture_output=True, text=True,
@@ -101,9 +108,9 @@ class Nicplug:
             raise AssertionError(f"nicplug dra {args} failed ({r.returncode}):\n{r.stderr}")
         return r
 
-    def start(self, *args):
-        log = open(self.node.base / f"publish-{len(self.procs)}.log", "w")
-        p = subprocess.Popen(self.argv("publish", *args), env=self.env(), stdout=log,
+    def start(self, *args, command="publish"):
+        log = open(self.node.base / f"{command}-{len(self.procs)}.log", "w")
+        p = subprocess.Popen(self.argv(command, *args), env=self.env(), stdout=log,
                              stderr=subprocess.STDOUT)
         p.log_path = log.name
         self.procs.append(p)

@@ -353,7 +353,7 @@ def test_config_change_republishes_and_a_bad_one_keeps_the_last_good(nicplug, no
     n = len(api.state.requests)
     write_config(node, '{"resourceList": [{"resourceName": 5}]}')
     # The rejected config is reported and changes nothing: no write follows.
-    wait_for_log(p, "keeping the last good config")
+    wait_for_log(p, "still serving the last good config")
     assert not [r for r in api.state.requests[n:] if r["method"] != "GET"]
     assert len(published(api.state)) == 16
 
@@ -375,3 +375,59 @@ def test_slices_changed_by_others_are_repaired(nicplug, api):
     wait_published(api, lambda d: len(d) == 17)
     assert p.poll() is None
     assert all(r["code"] in (200, 201) for r in writes(api.state))
+
+
+def test_kubelet_plugin_publishes_slices_from_the_same_inventory(nicplug, node, api):
+    """`dra kubelet --publish-slices` (the DaemonSet's command): one process registers with
+    kubelet and keeps the slices current from the inventory its prepare serves from."""
+    base = node.base
+    p = nicplug.start("--node-name", NODE, "--publish-slices", "--rescan-interval", "3600",
+                      "--plugins-registry", base / "registry", "--plugins-dir",
+                      base / "plugins", "--cdi-dir", base / "cdi", "--device-info-dir",
+                      base / "devinfo", "--claims-from-dir", base / "claims",
+                      command="kubelet")
+    wait_published(api, lambda d: VF_LABEL in d)
+    deadline = time.monotonic() + 20
+    while not (base / "registry" / "nicplug.io-reg.sock").exists():
+        assert p.poll() is None, open(p.log_path).read()
+        assert time.monotonic() < deadline, "the registration socket never appeared"
+        time.sleep(0.05)
+    assert set(published(api.state)) == {label(b) for ids in discover_pools(nicplug).values()
+                                         for b in ids}
+    node.remove_function(VF)
+    wait_published(api, lambda d: VF_LABEL not in d)
+    assert p.poll() is None, open(p.log_path).read()
+    assert nicplug.stop(p) == 0, open(p.log_path).read()
+    assert not (base / "registry" / "nicplug.io-reg.sock").exists()
+    assert api.state.slices, "SIGTERM must leave the slices in place"
+
+
+def test_driver_without_config_says_why(nicplug, node, api):
+    env = nicplug.env()
+    for cmd in (["publish", "--once"], ["kubelet", "--plugins-registry", node.base / "r",
+                                        "--plugins-dir", node.base / "p"]):
+        argv = [a for a in nicplug.argv(*cmd, "--node-name", NODE)
+                if a not in ("--config", str(node.config))]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert "no config: give --config FILE" in r.stderr, r.stderr
+    assert not api.state.slices
+
+
+def test_devices_the_device_plugin_holds_are_left_out_until_released(nicplug, api):
+    """A device in the device plugin's record (nicplug-holders.json) is not offered to the
+    scheduler; released, it is published again."""
+    nicplug.device_plugins.mkdir(exist_ok=True)
+    record = nicplug.device_plugins / "nicplug-holders.json"
+    record.write_text(json.dumps(
+        {"version": 1, "claims": [{"resource": "nvidia.com/cx6dx_vf", "id": VF}]}))
+    out = nicplug.run("publish", "--once", "--node-name", NODE)
+    assert "16 devices published" in out.stdout, out.stdout
+    assert VF_LABEL not in published(api.state)
+    p = nicplug.start("--node-name", NODE, "--rescan-interval", "3600")
+    record.write_text(json.dumps({"version": 1, "claims": []}))
+    wait_published(api, lambda d: VF_LABEL in d and len(d) == 17)
+    record.write_text(json.dumps(
+        {"version": 1, "claims": [{"resource": "nvidia.com/cx6dx_vf", "id": VF}]}))
+    wait_published(api, lambda d: VF_LABEL not in d and len(d) == 16)
+    assert p.poll() is None, open(p.log_path).read()

@@ -577,7 +577,9 @@ fn dra_claim_spec_reaches_the_container() {
         }],
         config: Vec::new(),
     };
-    let prepared = preparer.prepare(&alloc, &host, &pools).unwrap();
+    let prepared = preparer
+        .prepare(&alloc, &host, &pools, &Default::default())
+        .unwrap();
     let id = prepared[0].cdi_device_ids[0].clone();
     assert_eq!(id, format!("nicplug.io/claim={uid}-pci-0000-3b-00-2"));
     let port = format!("/sys/{PORT}");

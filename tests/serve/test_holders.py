@@ -264,3 +264,48 @@ def test_random_walk_never_two_places(node, kubelet, daemons):
     print(f"random walk: {steps} steps, {allocations} allocations")
     assert d.alive()
     d.send_signal(signal.SIGTERM)
+
+
+def dra_checkpoint(node, ids):
+    """The checkpoint a nicplug DRA driver on this node would keep, one claim holding `ids`
+    (the format `src/dra/checkpoint.rs` writes)."""
+    d = node.kubelet_dir / "plugins" / "nicplug.io"
+    d.mkdir(parents=True, exist_ok=True)
+    uid = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+    claim = {"claim": {"namespace": "ns", "name": "dpdk", "uid": uid},
+             "devices": [{"requests": ["nic"], "pool": "node1",
+                          "device": "pci-" + i.replace(":", "-").replace(".", "-"), "id": i,
+                          "cdi_device_ids": [f"nicplug.io/claim={uid}-x"]} for i in ids],
+             "cdi_file": f"nicplug.io-claim_{uid}.json", "device_info_files": []}
+    tmp = d / "checkpoint.json.tmp"
+    tmp.write_text(json.dumps({"version": 1, "claims": {uid: claim} if ids else {}}))
+    os.rename(tmp, d / "checkpoint.json")
+
+
+def test_device_a_dra_claim_holds_is_never_allocated(node, kubelet, daemons):
+    """Both front ends on one node by mistake: a device in the DRA driver's checkpoint is
+    Unhealthy and Allocate refuses it, from the start and when a claim comes later; it is
+    offered again once the claim is unprepared."""
+    vf, other = PF0_VFS[0], PF0_VFS[1]
+    dra_checkpoint(node, [vf])
+    daemons.start(node, rescan_interval=60)
+    reg = kubelet.wait_registered(VF_POOL, timeout=15)
+    first = health_of(reg.conn.messages[0][1])
+    assert first[vf] == "Unhealthy" and first[other] == "Healthy", \
+        "a device a DRA claim holds is never offered, not even once"
+    with pytest.raises(grpc.RpcError) as err:
+        kubelet.allocate(VF_POOL, [[vf]])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "DRA claim ns/dpdk" in err.value.details(), err.value.details()
+
+    mark = kubelet.mark(VF_POOL)
+    dra_checkpoint(node, [])
+    kubelet.wait_devices(VF_POOL, lambda d: health_of(d).get(vf) == "Healthy", timeout=10,
+                         after=mark)
+    mark = kubelet.mark(VF_POOL)
+    dra_checkpoint(node, [other])
+    kubelet.wait_devices(VF_POOL, lambda d: health_of(d).get(other) == "Unhealthy",
+                         timeout=10, after=mark)
+    with pytest.raises(grpc.RpcError):
+        kubelet.allocate(VF_POOL, [[other]])
+    kubelet.allocate(VF_POOL, [[vf]])
