@@ -12,6 +12,7 @@
 use crate::HostPaths;
 use crate::health::Verdict;
 use crate::inventory::claims::read_state;
+use crate::inventory::watch;
 use crate::inventory::{
     self, Claims, Event, Inventory, InventoryError, InventoryOptions, InventoryTask,
 };
@@ -20,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// How often the device plugin's record is looked at (a `stat`; read when it changed).
@@ -66,7 +67,7 @@ impl Source {
 /// is an error; later, a bad change keeps the last good config.
 pub async fn start(
     src: &Source,
-) -> Result<(InventoryTask, watch::Receiver<Arc<Inventory>>), InventoryError> {
+) -> Result<(InventoryTask, tokio::sync::watch::Receiver<Arc<Inventory>>), InventoryError> {
     let s = src.clone();
     let opts = tokio::task::spawn_blocking(move || s.options())
         .await
@@ -99,40 +100,23 @@ pub fn read_record(path: &Path) -> Result<Claims, String> {
     Ok(claims)
 }
 
-/// Keep the inventory's claims equal to the record: looked at every second, read when it
-/// changed. An unreadable record keeps the last claims (said once per version of the file).
+/// Keep the inventory's claims equal to the record, read whenever it changed. An unreadable
+/// record keeps the last claims (said once per version of the file).
 async fn follow_record(record: PathBuf, mut last: Claims, events: mpsc::Sender<Event>) {
-    let mut seen = {
-        let r = record.clone();
-        tokio::task::spawn_blocking(move || crate::files::stamp(&r))
-            .await
-            .ok()
-            .flatten()
-    };
-    loop {
-        tokio::time::sleep(RECORD_POLL).await;
-        let (r, prev) = (record.clone(), seen);
-        let Ok((now, read)) = tokio::task::spawn_blocking(move || {
-            let now = crate::files::stamp(&r);
-            (now, (now != prev).then(|| read_record(&r)))
-        })
-        .await
-        else {
-            continue;
-        };
-        seen = now;
+    let mut versions = watch::file_versions(record.clone(), RECORD_POLL, read_record);
+    while let Some(read) = versions.recv().await {
         match read {
-            Some(Ok(claims)) if claims != last => {
+            Ok(claims) if claims != last => {
                 info!(record = %record.display(), devices = claims.by_id.len(), "the device plugin's allocations changed");
                 last = claims.clone();
                 if events.send(Event::Claims(claims)).await.is_err() {
                     return;
                 }
             }
-            Some(Err(e)) => {
+            Ok(_) => {}
+            Err(e) => {
                 warn!(record = %record.display(), "cannot read the device plugin's record, keeping what it said last: {e}")
             }
-            _ => {}
         }
     }
 }

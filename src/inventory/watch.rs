@@ -5,7 +5,9 @@
 //!   (real sysfs sends no inotify events; there the uevents do the work);
 //! - rtnetlink: netdev link up/down and carrier, live; a PF's VF states on each of its events;
 //! - inotify on the config file's directory: ConfigMap updates swap a symlink there;
-//! - a periodic tick, as a safety net only.
+//! - a periodic tick, as a safety net only;
+//! - [`file_versions`]: another front end's record of what it holds, polled (a `stat` a
+//!   second), since it may live on a filesystem inotify cannot see into.
 //!
 //! [`spawn_inotify`] is shared with the front ends' own watches (the device plugin's kubelet
 //! directory and CDI specs).
@@ -220,6 +222,44 @@ pub fn sysfs_tree(sysfs_root: &Path, tx: Sender<Event>) {
             })
         },
     );
+}
+
+/// Look at `path` every `every` (one `stat` in the blocking pool) and send `read(path)`
+/// whenever its inode, size or mtime changed, the first look included. Ends when the receiver
+/// is dropped.
+pub fn file_versions<T, F>(
+    path: PathBuf,
+    every: Duration,
+    read: F,
+) -> tokio::sync::mpsc::Receiver<T>
+where
+    T: Send + 'static,
+    F: Fn(&Path) -> T + Send + Sync + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let read = std::sync::Arc::new(read);
+    tokio::spawn(async move {
+        let mut seen = None;
+        loop {
+            let (p, prev, read) = (path.clone(), seen, read.clone());
+            let Ok((now, got)) = tokio::task::spawn_blocking(move || {
+                let now = crate::files::stamp(&p);
+                (now, (now != prev).then(|| read(&p)))
+            })
+            .await
+            else {
+                return;
+            };
+            seen = now;
+            if let Some(v) = got
+                && tx.send(v).await.is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    rx
 }
 
 pub fn periodic(every: Duration, tx: Sender<Event>) {

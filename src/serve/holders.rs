@@ -188,30 +188,19 @@ impl Holders {
         true
     }
 
-    /// Follow the DRA driver's checkpoint in `dir` (`<kubelet>/plugins/nicplug.io`): looked at
-    /// every second, read when it changed. Unreadable: the last good read stands.
+    /// Follow the DRA driver's checkpoint in `dir` (`<kubelet>/plugins/nicplug.io`), read
+    /// whenever it changed. Unreadable: the last good read stands.
     pub async fn follow_dra(self: Arc<Self>, dir: PathBuf) {
         let path = dir.join(crate::dra::checkpoint::FILE_NAME);
-        let mut seen = None;
-        loop {
-            let (d, p, prev) = (dir.clone(), path.clone(), seen);
-            let Ok((now, read)) = tokio::task::spawn_blocking(move || {
-                let now = files::stamp(&p);
-                (now, (now != prev).then(|| dra_held(&d)))
-            })
-            .await
-            else {
-                return;
-            };
-            seen = now;
+        let mut versions =
+            crate::inventory::watch::file_versions(path, DRA_POLL, move |_| dra_held(&dir));
+        while let Some(read) = versions.recv().await {
             match read {
-                Some(Ok(held)) => {
+                Ok(held) => {
                     self.set_dra(held);
                 }
-                Some(Err(e)) => warn!("{e}; keeping the devices DRA claims held at the last read"),
-                None => {}
+                Err(e) => warn!("{e}; keeping the devices DRA claims held at the last read"),
             }
-            tokio::time::sleep(DRA_POLL).await;
         }
     }
 
