@@ -26,7 +26,7 @@ fi
 name=localhost/nicplug:$version
 
 bin=${NICPLUG_IMAGE_BIN:-target/release/nicplug}
-if [ ! -x "$bin" ]; then
+if [ ! -x "$bin" ] || [ ! -x "$(dirname "$bin")/nicplug-dra" ]; then
   cargo build --release --locked
 fi
 
@@ -81,6 +81,11 @@ echo "$out"
 for want in 0000:3b:00.2 mlx5_2 nvidia.com/cx6dx_vf; do
   grep -q "$want" <<<"$out" || { echo "image.sh: discover output lacks $want" >&2; exit 1; }
 done
+
+echo "== nicplug dra classes in $name (nicplug execs nicplug-dra beside it)"
+out=$(run -v "$work/node:/node:ro" "$name" --config /node/sample/config.json dra classes)
+grep -q "kind: DeviceClass" <<<"$out" || { echo "image.sh: dra classes printed no DeviceClass" >&2; exit 1; }
+echo "$out" | head -n 4
 
 # 3. What it is and how big.
 size=$(podman "${store[@]}" image inspect --format '{{.Size}}' "$name")

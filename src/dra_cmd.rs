@@ -12,7 +12,7 @@ pub enum DraCommand {
     /// Run the kubelet plugin: registers through kubelet's plugins_registry as `nicplug.io`,
     /// prepares claims (read from the API server) into per-claim CDI specs with exactly the
     /// device plugin's edits, streams device health (alpha in kubelet)
-    Kubelet(Box<crate::DraArgs>),
+    Kubelet(Box<super::DraArgs>),
     /// Print one DeviceClass per exclusive pool of the config (YAML, `---` separated, ready for
     /// `kubectl apply -f -`): selector on the device's nicplug.io/resourceName, the pool's
     /// name as extendedResourceName, the pool's nicplug options as DpdkConfig
