@@ -111,8 +111,6 @@ pub enum DraError {
     Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Prepare(#[from] PrepareError),
-    #[error("{0}")]
-    State(String),
 }
 
 /// A directory kubelet reads, created if missing; a link or a file in its place is refused
