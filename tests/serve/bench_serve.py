@@ -121,6 +121,25 @@ def kib(status_value):
     return int(status_value.split()[0])
 
 
+def resident_by_mapping(pid):
+    """Resident KiB of a process by what is mapped: its own binary, shared libraries, the main
+    heap (`[heap]`), anonymous mappings (other malloc arenas, thread stacks, big blocks) and the
+    rest, from /proc/PID/smaps."""
+    groups = {}
+    name = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            path = head[5] if len(head) > 5 else ""
+            exe = os.path.realpath(f"/proc/{pid}/exe")
+            name = ("binary" if path == exe else "libraries" if path.startswith("/")
+                    else "heap" if path == "[heap]" else "anonymous" if not path
+                    else "stack" if path == "[stack]" else "other")
+        elif head and head[0] == "Rss:":
+            groups[name] = groups.get(name, 0) + int(head[1])
+    return groups
+
+
 def floor_rss(parent, log):
     """Peak RSS of the daemon serving a 1x1 host (one pool, two devices) through a few rescans:
     what the process costs before it holds any real host."""
@@ -152,7 +171,11 @@ def run_layout(args, node, layout, pf_list, ns, peer):
     # Full rescans every second (production: every 10 s): the peak RSS below then includes
     # the moment two host snapshots coexist, as it does on a node.
     daemon = Daemon(node, rescan_interval=1, log=args.log, netns=ns.name if ns else None)
-    results = {"layout": layout, "pools": len(resources)}
+    results = {"layout": layout, "pools": len(resources), "peak_after_kib": {}}
+
+    def peak_after(phase):
+        """VmHWM once a phase is done: which phase raised the peak."""
+        results["peak_after_kib"][phase] = kib(daemon.status()["VmHWM"])
     print(f"---- layout {layout}: {len(resources)} pool(s), --log {args.log}")
     try:
         # ---- start -> registered
@@ -169,6 +192,7 @@ def run_layout(args, node, layout, pf_list, ns, peer):
               f"ListAndWatch: {ms(first_msg)} ({n_devs} devices advertised)")
         st = daemon.status()
         print(f"memory after start: VmHWM {st['VmHWM']}, VmRSS {st['VmRSS']}")
+        peak_after("start")
 
         # ---- Allocate vs no-op RPC, same server, same channel, interleaved
         # Allocate the second PF's VFs only: a VF removed below must not be one kubelet holds
@@ -198,6 +222,7 @@ def run_layout(args, node, layout, pf_list, ns, peer):
         channel.close()
         print(summary("GetDevicePluginOptions (no-op)", noop))
         print(summary("Allocate (1 VF)              ", alloc))
+        peak_after("allocate")
         r50 = pct(alloc, 50) / pct(noop, 50)
         r99 = pct(alloc, 99) / pct(noop, 99)
         print(f"Allocate / no-op: p50 x{r50:.2f}, p99 x{r99:.2f}")
@@ -214,6 +239,7 @@ def run_layout(args, node, layout, pf_list, ns, peer):
         cpu = cpu_seconds(daemon.pid) - before
         channel.close()
         print(f"daemon CPU time for 1,000 Allocates: {cpu * 1000:.0f} ms")
+        peak_after("cpu_allocates")
         results["cpu_ms_per_1000_allocates"] = cpu * 1000
 
         # ---- VF link removed -> ListAndWatch (inotify); put back afterwards
@@ -232,6 +258,7 @@ def run_layout(args, node, layout, pf_list, ns, peer):
             node.restore_function(vf, dev, index)
         if lat:
             print(summary("VF removed -> ListAndWatch    ", lat))
+            peak_after("vf_removed")
             results["vf_removed_p50_ms"] = pct(lat, 50) * 1000
 
         # ---- rtnetlink: the first PF's carrier lost and back -> ListAndWatch
@@ -249,6 +276,7 @@ def run_layout(args, node, layout, pf_list, ns, peer):
                         timeout=10, after=mark)
                     lat.append(t_msg - a)
             print(summary("PF carrier lost/back -> ListAndWatch", lat))
+            peak_after("carrier")
             results["link_change_p50_ms"] = pct(lat, 50) * 1000
 
         # ---- kubelet restart -> registered
@@ -259,12 +287,16 @@ def run_layout(args, node, layout, pf_list, ns, peer):
             lat.append(max(r.t for r in regs.values()) - t0)
             time.sleep(0.5)
         print(summary(f"kubelet restart -> {len(resources)} pools registered", lat))
+        peak_after("kubelet_restarts")
         results["restart_to_registered_p50_ms"] = pct(lat, 50) * 1000
 
         st = daemon.status()
         results.update(VmHWM=st["VmHWM"], VmRSS=st["VmRSS"])
         print(f"memory at the end ({len(resources)} pools, {n_devs} devices): "
               f"VmHWM {st['VmHWM']}, VmRSS {st['VmRSS']}")
+        parts = resident_by_mapping(daemon.pid)
+        results["resident_kib"] = parts
+        print("resident now (KiB): " + ", ".join(f"{k} {v}" for k, v in sorted(parts.items())))
         return results
     except BaseException:
         print(daemon.all_logs()[-5000:], file=sys.stderr)
