@@ -28,7 +28,7 @@ use crate::inventory::{
     self, ConfigReloads, Inventory, InventoryError, InventoryOptions, InventoryTask, PoolView,
 };
 use holders::Holders;
-use server::PoolEndpoint;
+use server::{PoolEndpoint, Registration};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -193,6 +193,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), ServeError> {
     let mut mgr = Manager {
         cdi_dir,
         cdi_retry: false,
+        kubelet: Arc::new(Registration::new(plugin_dir.join("kubelet.sock"))),
         plugin_dir,
         reloads: first.config_reloads,
         last: None,
@@ -254,6 +255,8 @@ struct Slot {
 struct Manager {
     opts: ServeOptions,
     plugin_dir: PathBuf,
+    /// Kubelet's registration service, shared by the pools' registrars.
+    kubelet: Arc<Registration>,
     /// The inventory last taken.
     last: Option<Arc<Inventory>>,
     /// Config reloads counted into the stats so far.
@@ -372,6 +375,7 @@ impl Manager {
                     info!(%resource, "plugin socket missing; serving again");
                     restart(
                         &self.plugin_dir,
+                        &self.kubelet,
                         resource,
                         slot,
                         &self.opts,
@@ -395,6 +399,7 @@ impl Manager {
                     _ => {
                         restart(
                             &self.plugin_dir,
+                            &self.kubelet,
                             resource,
                             slot,
                             &self.opts,
@@ -429,6 +434,7 @@ impl Manager {
                 info!(%resource, "plugin socket removed (kubelet restart?); serving again");
                 restart(
                     &self.plugin_dir,
+                    &self.kubelet,
                     resource,
                     slot,
                     &self.opts,
@@ -499,6 +505,7 @@ impl Manager {
                     if slot.endpoint.is_none() {
                         restart(
                             &self.plugin_dir,
+                            &self.kubelet,
                             &resource,
                             slot,
                             &self.opts,
@@ -517,6 +524,7 @@ impl Manager {
                     };
                     restart(
                         &self.plugin_dir,
+                        &self.kubelet,
                         &resource,
                         &mut slot,
                         &self.opts,
@@ -631,6 +639,7 @@ fn publish_cdi(
 /// (Re)start a slot's endpoint on a fresh socket.
 async fn restart(
     plugin_dir: &std::path::Path,
+    kubelet: &Arc<Registration>,
     resource: &str,
     slot: &mut Slot,
     opts: &ServeOptions,
@@ -643,6 +652,7 @@ async fn restart(
     let info_dir = opts.device_info.then(|| opts.paths.device_info_dir.clone());
     match PoolEndpoint::start(
         plugin_dir,
+        kubelet.clone(),
         resource,
         slot.view.subscribe(),
         info_dir,

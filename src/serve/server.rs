@@ -16,7 +16,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Channel, Server};
 use tracing::{error, info, warn};
 
 pub const API_VERSION: &str = "v1beta1";
@@ -48,6 +48,7 @@ impl PoolEndpoint {
     /// Bind the pool's socket, serve it, and start registering with kubelet.
     pub fn start(
         plugin_dir: &Path,
+        kubelet: Arc<Registration>,
         resource: &str,
         view: watch::Receiver<Arc<Served>>,
         device_info_dir: Option<PathBuf>,
@@ -96,7 +97,7 @@ impl PoolEndpoint {
 
         let reregister = Arc::new(Notify::new());
         let registrar = tokio::spawn(register_loop(
-            plugin_dir.join("kubelet.sock"),
+            kubelet,
             name,
             resource.to_string(),
             reregister.clone(),
@@ -132,13 +133,13 @@ impl PoolEndpoint {
     }
 }
 
-use super::stats::kubelet_life;
+use super::stats::{KubeletLife, kubelet_life};
 
 /// Register now, and again each time `again` is notified, once per kubelet life: kubelet keeps
 /// one stream per registration, and a stale duplicate ending would mark the pool unhealthy.
 /// Failures are retried with capped backoff; a notification cuts the wait short.
 async fn register_loop(
-    kubelet_sock: PathBuf,
+    kubelet: Arc<Registration>,
     endpoint: String,
     resource: String,
     again: Arc<Notify>,
@@ -150,16 +151,16 @@ async fn register_loop(
         let mut delay = Duration::from_millis(50);
         let mut attempts = 0u32;
         loop {
-            let life = kubelet_life(&kubelet_sock);
+            let life = kubelet_life(&kubelet.socket);
             if life.is_some() && life == registered_with {
                 break;
             }
-            match register(&kubelet_sock, &endpoint, &resource).await {
+            match kubelet.register(&endpoint, &resource).await {
                 Ok(()) => {
                     // Kubelet's socket may have appeared (restart) between the look and the
                     // connect: a life seen missing before and present after is the one we
                     // reached. A life that changed under us is unknown: register again when told.
-                    let after = kubelet_life(&kubelet_sock);
+                    let after = kubelet_life(&kubelet.socket);
                     registered_with = if life.is_none() || life == after {
                         after
                     } else {
@@ -174,7 +175,7 @@ async fn register_loop(
                     attempts += 1;
                     // Kubelet being absent is normal (restarting, not yet up): say so, quietly.
                     if attempts == 1 || attempts.is_multiple_of(20) {
-                        warn!(%resource, kubelet = %kubelet_sock.display(), attempts, "registration failed, retrying: {e}");
+                        warn!(%resource, kubelet = %kubelet.socket.display(), attempts, "registration failed, retrying: {e}");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
@@ -199,29 +200,109 @@ pub enum RegisterError {
     Timeout,
 }
 
-async fn register(
-    kubelet_sock: &Path,
-    endpoint: &str,
-    resource: &str,
-) -> Result<(), RegisterError> {
-    let call = async {
-        let channel = crate::uds::channel(kubelet_sock).await?;
-        RegistrationClient::new(channel)
-            .register(RegisterRequest {
-                version: API_VERSION.into(),
-                endpoint: endpoint.into(),
-                resource_name: resource.into(),
-                options: Some(crate::api::DevicePluginOptions {
-                    pre_start_required: false,
-                    get_preferred_allocation_available: true,
-                }),
-            })
-            .await?;
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .map_err(|_| RegisterError::Timeout)?
+/// Kubelet's registration service (`kubelet.sock`), reached through one connection shared by
+/// the pools registering at the same moment and closed once none is. A tonic channel costs
+/// ~40 KB (its HTTP/2 connection's buffers, its request queue): 32 pools registering at once,
+/// each through its own, held 1.3 MB at start and after every kubelet restart (heaptrack).
+pub struct Registration {
+    pub socket: PathBuf,
+    shared: std::sync::Mutex<Shared>,
+    /// One connect at a time: the pools starting together wait for the first one's channel.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Registrations under way.
+    users: usize,
+    /// The channel and the kubelet life it was opened to.
+    channel: Option<(Option<KubeletLife>, Channel)>,
+}
+
+/// A registration's use of the shared channel; the channel is closed when the last one ends,
+/// and forgotten when one fails (the next registration connects anew).
+struct Lease<'a> {
+    owner: &'a Registration,
+    channel: Channel,
+    ok: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut shared = self.owner.lock();
+        shared.users -= 1;
+        if shared.users == 0 || !self.ok {
+            shared.channel = None;
+        }
+    }
+}
+
+impl Registration {
+    pub fn new(socket: PathBuf) -> Self {
+        Registration {
+            socket,
+            shared: std::sync::Mutex::new(Shared::default()),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // The state is a counter and an optional channel, consistent at every step.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared channel, opened if there is none to the kubelet life there now.
+    async fn lease(&self) -> Result<Lease<'_>, tonic::transport::Error> {
+        let _one = self.connecting.lock().await;
+        let life = kubelet_life(&self.socket);
+        let reuse = |shared: &mut Shared| {
+            let channel = match &shared.channel {
+                Some((l, c)) if *l == life => c.clone(),
+                _ => return None,
+            };
+            shared.users += 1;
+            Some(channel)
+        };
+        let reused = reuse(&mut self.lock());
+        let channel = match reused {
+            Some(channel) => channel,
+            None => {
+                let channel = crate::uds::channel(&self.socket).await?;
+                let mut shared = self.lock();
+                shared.channel = Some((life, channel.clone()));
+                shared.users += 1;
+                channel
+            }
+        };
+        Ok(Lease {
+            owner: self,
+            channel,
+            ok: false,
+        })
+    }
+
+    async fn register(&self, endpoint: &str, resource: &str) -> Result<(), RegisterError> {
+        let call = async {
+            let mut lease = self.lease().await?;
+            RegistrationClient::new(lease.channel.clone())
+                .register(RegisterRequest {
+                    version: API_VERSION.into(),
+                    endpoint: endpoint.into(),
+                    resource_name: resource.into(),
+                    options: Some(crate::api::DevicePluginOptions {
+                        pre_start_required: false,
+                        get_preferred_allocation_available: true,
+                    }),
+                })
+                .await?;
+            lease.ok = true;
+            Ok(())
+        };
+        // A call cut short by the timeout drops its lease as failed.
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .map_err(|_| RegisterError::Timeout)?
+    }
 }
 
 /// An error with its sources, `a: b: c` (tonic's transport error alone says only "transport error").
