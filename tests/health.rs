@@ -39,7 +39,7 @@ fn advertised(n: &Node, pools: &Pools, links: &LinkStates) -> BTreeMap<String, (
     for pool in &pools.pools {
         let view = PoolView::new(pool.clone(), host.clone(), paths.clone(), links);
         for a in view.advertised() {
-            let why = view.reasons[&a.id].to_string();
+            let why = view.reason(&a.id).unwrap().to_string();
             out.insert(a.id, (a.healthy, why));
         }
     }

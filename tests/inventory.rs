@@ -58,11 +58,14 @@ fn ids(inv: &Inventory, pool: &str) -> Vec<String> {
 }
 
 fn health(inv: &Inventory, pool: &str) -> BTreeMap<String, bool> {
-    inv.pools[pool].health.clone()
+    inv.pools[pool]
+        .verdicts()
+        .map(|(id, ok, _)| (id.to_string(), ok))
+        .collect()
 }
 
 fn reason(inv: &Inventory, pool: &str, id: &str) -> String {
-    inv.pools[pool].reasons[id].to_string()
+    inv.pools[pool].reason(id).unwrap().to_string()
 }
 
 fn rescan(scope: Scope) -> Event {
@@ -139,7 +142,7 @@ fn a_vf_removed_leaves_its_pool() {
     let after = ids(&inv, VF_POOL);
     assert_eq!(after.len(), before.len() - 1);
     assert!(!after.contains(&VF.to_string()));
-    assert!(!inv.pools[VF_POOL].health.contains_key(VF));
+    assert!(inv.pools[VF_POOL].healthy(VF).is_none());
     assert_eq!(inv.pools_generation, 2);
     // Reading again finds nothing new.
     assert!(s.r.apply(vec![rescan(Scope::All)]).is_none());
@@ -232,7 +235,7 @@ fn a_claim_keeps_its_device_out_of_the_pool_a_reload_moves_it_to() {
     assert!(!inv.pools.contains_key(VF_POOL));
     let view = &inv.pools[moved];
     assert!(
-        !view.health[VF],
+        view.healthy(VF) == Some(false),
         "advertised Unhealthy while kubelet holds it elsewhere"
     );
     assert_eq!(
@@ -248,13 +251,13 @@ fn a_claim_keeps_its_device_out_of_the_pool_a_reload_moves_it_to() {
     );
     assert!(view.allocate(&[VF.to_string()]).is_err(), "and refused");
     // Another VF of the same pool is unaffected.
-    assert!(view.health[PF0_VFS[0]]);
+    assert_eq!(view.healthy(PF0_VFS[0]), Some(true));
 
     // Kubelet released it: usable under the new name.
     let released = s.r.apply(vec![Event::Claims(Claims::default())]).unwrap();
     assert_eq!(released.pools_generation, inv.pools_generation);
     let view = &released.pools[moved];
-    assert!(view.health[VF] && view.held_elsewhere.is_empty());
+    assert!(view.healthy(VF) == Some(true) && view.held_elsewhere.is_empty());
     assert!(view.allocate(&[VF.to_string()]).is_ok());
 }
 
@@ -265,7 +268,7 @@ fn a_claim_on_a_device_gone_from_its_pool_keeps_it_listed_unhealthy() {
     let inv = s.r.apply(vec![rescan(Scope::function(VF))]).unwrap();
     let view = &inv.pools[VF_POOL];
     assert_eq!(view.ghosts, vec![VF.to_string()]);
-    assert_eq!(view.health.get(VF), Some(&false));
+    assert_eq!(view.healthy(VF), Some(false));
     assert!(view.advertised().iter().any(|a| a.id == VF && !a.healthy));
 }
 

@@ -144,10 +144,9 @@ pub fn health(inv: &Inventory) -> BTreeMap<String, Verdict> {
     for view in inv.pools.values().filter(|v| v.pool.shared.is_none()) {
         for d in &view.pool.devices {
             let verdict = Verdict {
-                healthy: view.health.get(&d.id).copied().unwrap_or(false),
+                healthy: view.healthy(&d.id).unwrap_or(false),
                 reason: view
-                    .reasons
-                    .get(&d.id)
+                    .reason(&d.id)
                     .cloned()
                     .unwrap_or(crate::health::Reason::Gone),
             };

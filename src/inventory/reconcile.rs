@@ -192,10 +192,17 @@ impl Reconciler {
         for pool in pools {
             let mut view = PoolView::new(pool, self.host.clone(), self.paths.clone(), &self.links);
             view.hold(&self.claims);
-            if let Some(old) = self.current.pools.get(&view.pool.name) {
-                log_health_changes(old, &view);
-            }
-            views.insert(view.pool.name.clone(), Arc::new(view));
+            let view = match self.current.pools.get(&view.pool.name) {
+                // Nothing it shows changed (a claim elsewhere, a link of another pool): the
+                // old view stays, and the front ends see no news for this pool.
+                Some(old) if old.same_as(&view) => old.clone(),
+                Some(old) => {
+                    log_health_changes(old, &view);
+                    Arc::new(view)
+                }
+                None => Arc::new(view),
+            };
+            views.insert(view.pool.name.clone(), view);
         }
         self.log_blocked(&views);
         let old = &self.current;

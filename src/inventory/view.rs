@@ -24,16 +24,20 @@ pub struct PoolView {
     pub pool: Pool,
     pub host: Arc<Host>,
     pub paths: Arc<HostPaths>,
-    /// Device ID -> healthy: what kubelet is told.
-    pub health: BTreeMap<String, bool>,
-    /// Device ID -> why (see [`crate::health`]), for the metrics.
-    pub reasons: BTreeMap<String, Reason>,
+    /// Healthy (what kubelet is told) and why (see [`crate::health`]), for each of
+    /// `pool.devices` in its order. By position, not in maps keyed by ID: two maps cost ~170
+    /// bytes a device, and a few views of every pool are alive at once.
+    verdicts: Vec<(bool, Reason)>,
+    /// Positions in `pool.devices`, sorted by device ID: the lookups.
+    by_id: Vec<u32>,
     /// Devices of the pool kubelet still holds under another resource -> that resource.
     pub held_elsewhere: BTreeMap<String, String>,
     /// Devices held under this resource that left the pool (gone from the host, or moved by
-    /// a reload): listed Unhealthy until kubelet releases them.
+    /// a reload): listed Unhealthy ([`Reason::LeftPool`]) until kubelet releases them.
     pub ghosts: Vec<String>,
 }
+
+static LEFT_POOL: Reason = Reason::LeftPool;
 
 /// A request's device IDs are not a set of this pool's listed devices.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +69,6 @@ pub enum AllocError {
 impl PoolView {
     pub fn new(pool: Pool, host: Arc<Host>, paths: Arc<HostPaths>, links: &LinkStates) -> Self {
         let rule = pool.config.nicplug.health;
-        let (mut health, mut reasons) = (BTreeMap::new(), BTreeMap::new());
         // A shared pool's IDs all stand for the same HCAs: usable while one of them is.
         let shared_verdict = pool.shared.as_ref().map(|s| {
             warn_missing_nodes(&pool, &host);
@@ -87,42 +90,95 @@ impl PoolView {
                 .cloned()
                 .unwrap_or((false, Reason::Gone))
         });
-        for d in &pool.devices {
-            if let Some((ok, why)) = &shared_verdict {
-                health.insert(d.id.clone(), *ok);
-                reasons.insert(d.id.clone(), why.clone());
-                continue;
-            }
-            let (ok, why) = match host.device(&d.id) {
-                Some(dev) => {
-                    let v = verdict(dev, &host, links, rule);
-                    (v.healthy, v.reason)
-                }
-                None => (false, Reason::Gone),
-            };
-            health.insert(d.id.clone(), ok);
-            reasons.insert(d.id.clone(), why);
-        }
+        let verdicts = pool
+            .devices
+            .iter()
+            .map(|d| match &shared_verdict {
+                Some(v) => v.clone(),
+                None => match host.device(&d.id) {
+                    Some(dev) => {
+                        let v = verdict(dev, &host, links, rule);
+                        (v.healthy, v.reason)
+                    }
+                    None => (false, Reason::Gone),
+                },
+            })
+            .collect();
+        let mut by_id: Vec<u32> = (0..pool.devices.len() as u32).collect();
+        by_id.sort_by(|a, b| {
+            pool.devices[*a as usize]
+                .id
+                .cmp(&pool.devices[*b as usize].id)
+        });
         PoolView {
             pool,
             host,
             paths,
-            health,
-            reasons,
+            verdicts,
+            by_id,
             held_elsewhere: BTreeMap::new(),
             ghosts: Vec::new(),
         }
     }
 
+    /// Whether this view tells the front ends exactly what `other` does: same host snapshot,
+    /// same pool, same verdicts and holds.
+    pub fn same_as(&self, other: &PoolView) -> bool {
+        Arc::ptr_eq(&self.host, &other.host)
+            && self.pool == other.pool
+            && self.verdicts == other.verdicts
+            && self.held_elsewhere == other.held_elsewhere
+            && self.ghosts == other.ghosts
+    }
+
+    /// Position of a device of the pool in `pool.devices`.
+    fn position(&self, id: &str) -> Option<usize> {
+        let devices = &self.pool.devices;
+        self.by_id
+            .binary_search_by(|i| devices[*i as usize].id.as_str().cmp(id))
+            .ok()
+            .map(|i| self.by_id[i] as usize)
+    }
+
+    /// Whether `id` is listed to kubelet (a device of the pool or a ghost) and if so healthy.
+    pub fn healthy(&self, id: &str) -> Option<bool> {
+        self.verdict(id).map(|(ok, _)| ok)
+    }
+
+    /// Why a listed device is healthy or not.
+    pub fn reason(&self, id: &str) -> Option<&Reason> {
+        self.verdict(id).map(|(_, why)| why)
+    }
+
+    fn verdict(&self, id: &str) -> Option<(bool, &Reason)> {
+        match self.position(id) {
+            Some(i) => Some((self.verdicts[i].0, &self.verdicts[i].1)),
+            None => self
+                .ghosts
+                .iter()
+                .any(|g| g == id)
+                .then_some((false, &LEFT_POOL)),
+        }
+    }
+
+    /// Every listed device with its verdict: the pool's in ID order, then the ghosts.
+    pub fn verdicts(&self) -> impl Iterator<Item = (&str, bool, &Reason)> {
+        let pool = self.by_id.iter().map(|i| {
+            let i = *i as usize;
+            let (ok, why) = &self.verdicts[i];
+            (self.pool.devices[i].id.as_str(), *ok, why)
+        });
+        pool.chain(self.ghosts.iter().map(|g| (g.as_str(), false, &LEFT_POOL)))
+    }
+
     /// Apply who holds what (see `holders`): a device held under another resource is Unhealthy
     /// here; one held under this resource but no longer in the pool stays listed, Unhealthy.
     pub fn hold(&mut self, claims: &Claims) {
-        for (id, ok) in self.health.iter_mut() {
-            if let Some(other) = claims.elsewhere(&self.pool.name, id) {
-                *ok = false;
-                self.held_elsewhere.insert(id.clone(), other.to_string());
-                self.reasons.insert(
-                    id.clone(),
+        for (d, verdict) in self.pool.devices.iter().zip(self.verdicts.iter_mut()) {
+            if let Some(other) = claims.elsewhere(&self.pool.name, &d.id) {
+                self.held_elsewhere.insert(d.id.clone(), other.to_string());
+                *verdict = (
+                    false,
                     Reason::HeldElsewhere {
                         resource: other.to_string(),
                     },
@@ -130,17 +186,15 @@ impl PoolView {
             }
         }
         for id in claims.of(&self.pool.name) {
-            if !self.health.contains_key(id) {
+            if self.healthy(id).is_none() {
                 self.ghosts.push(id.to_string());
-                self.health.insert(id.to_string(), false);
-                self.reasons.insert(id.to_string(), Reason::LeftPool);
             }
         }
     }
 
     /// Devices listed to kubelet: the pool's and its ghosts.
     pub fn listed(&self) -> usize {
-        self.health.len()
+        self.pool.devices.len() + self.ghosts.len()
     }
 
     /// The device list, sorted by ID.
@@ -149,9 +203,10 @@ impl PoolView {
             .pool
             .devices
             .iter()
-            .map(|d| Advertised {
+            .zip(&self.verdicts)
+            .map(|(d, (ok, _))| Advertised {
                 id: d.id.clone(),
-                healthy: self.health.get(&d.id).copied().unwrap_or(false),
+                healthy: *ok,
                 numa_node: d.numa_node,
             })
             .chain(self.ghosts.iter().map(|id| Advertised {
@@ -200,7 +255,7 @@ impl PoolView {
     pub fn allocate(&self, ids: &[String]) -> Result<ContainerEdits, AllocError> {
         let unknown: Vec<String> = ids
             .iter()
-            .filter(|id| !self.health.contains_key(*id))
+            .filter(|id| self.healthy(id).is_none())
             .cloned()
             .collect();
         if !unknown.is_empty() {
@@ -213,8 +268,8 @@ impl PoolView {
         // Each with why, so a refused pod's event says what to fix.
         let unhealthy: Vec<String> = ids
             .iter()
-            .filter(|id| self.health.get(*id) == Some(&false))
-            .map(|id| match self.reasons.get(id) {
+            .filter(|id| self.healthy(id) == Some(false))
+            .map(|id| match self.reason(id) {
                 Some(why) => format!("{id} ({why})"),
                 None => id.clone(),
             })
@@ -254,14 +309,9 @@ fn warn_missing_nodes(pool: &Pool, host: &Host) {
 /// verdict (a PF losing carrier is one line for all its VFs).
 pub fn log_health_changes(old: &PoolView, new: &PoolView) {
     let mut changed: BTreeMap<(bool, String), Vec<&str>> = BTreeMap::new();
-    for (id, ok) in &new.health {
-        if old.health.get(id).is_some_and(|was| was != ok) {
-            let why = new
-                .reasons
-                .get(id)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            changed.entry((*ok, why)).or_default().push(id);
+    for (id, ok, why) in new.verdicts() {
+        if old.healthy(id).is_some_and(|was| was != ok) {
+            changed.entry((ok, why.to_string())).or_default().push(id);
         }
     }
     for ((ok, why), ids) in changed {

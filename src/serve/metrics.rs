@@ -75,18 +75,15 @@ pub fn render(s: &Scrape) -> String {
         devices
             .get_or_create(&pool)
             .set(view.pool.devices.len() as i64);
-        let up = view.health.values().filter(|ok| **ok).count();
+        let up = view.verdicts().filter(|(_, ok, _)| *ok).count();
         healthy.get_or_create(&pool).set(up as i64);
-        for (id, ok) in &view.health {
+        for (id, ok, why) in view.verdicts() {
             let labels = DeviceLabels {
                 resource: resource.clone(),
-                device: id.clone(),
-                reason: view
-                    .reasons
-                    .get(id)
-                    .map_or_else(String::new, ToString::to_string),
+                device: id.to_string(),
+                reason: why.to_string(),
             };
-            device_healthy.get_or_create(&labels).set(i64::from(*ok));
+            device_healthy.get_or_create(&labels).set(i64::from(ok));
         }
         let ids: BTreeSet<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
         allocated.get_or_create(&pool).set(ids.len() as i64);
@@ -225,7 +222,7 @@ pub fn render(s: &Scrape) -> String {
 fn held(s: &Scrape, resource: &str, view: &PoolView) -> Vec<(String, Owner)> {
     let mut out = Vec::new();
     for ((id, r), owners) in &s.labels.held {
-        if r != resource || !view.health.contains_key(id) {
+        if r != resource || view.healthy(id).is_none() {
             continue;
         }
         if owners.is_empty() {

@@ -576,6 +576,10 @@ impl Manager {
             let Some(view) = inv.pools.get(resource) else {
                 continue;
             };
+            if Arc::ptr_eq(&slot.view.borrow().view, view) {
+                // The inventory kept the pool's view: its streams have nothing to send.
+                continue;
+            }
             let cdi = slot.view.borrow().cdi.clone();
             slot.view.send_replace(Arc::new(Served {
                 view: view.clone(),
