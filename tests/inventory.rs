@@ -262,6 +262,24 @@ fn a_claim_keeps_its_device_out_of_the_pool_a_reload_moves_it_to() {
 }
 
 #[test]
+fn a_change_that_leaves_a_pool_as_it_was_keeps_its_view() {
+    let mut s = setup(Claims::default());
+    let before = s.r.current();
+    // A claim under the VF pool changes nothing the PF pool shows.
+    let claimed = s.r.apply(vec![Event::Claims(claims(&[(VF, VF_POOL)]))]);
+    let claimed = claimed.expect("a new claim is news");
+    assert!(
+        Arc::ptr_eq(&before.pools[PF_POOL], &claimed.pools[PF_POOL]),
+        "the PF pool's view is the same one: its streams have nothing to send"
+    );
+    assert!(Arc::ptr_eq(&before.pools[VF_POOL], &claimed.pools[VF_POOL]));
+    // A PF losing carrier turns its VFs Unhealthy: that pool gets a new view.
+    let down = s.r.apply(vec![link("ens1f0", true, false)]).unwrap();
+    assert!(!Arc::ptr_eq(&claimed.pools[VF_POOL], &down.pools[VF_POOL]));
+    assert_eq!(down.pools[VF_POOL].healthy(PF0_VFS[0]), Some(false));
+}
+
+#[test]
 fn a_claim_on_a_device_gone_from_its_pool_keeps_it_listed_unhealthy() {
     let mut s = setup(claims(&[(VF, VF_POOL)]));
     unplug_vf(&s);
