@@ -604,7 +604,7 @@ fn tune_malloc() {
     // the pages an arena touched stay resident while any block in them lives: with the
     // runtime's workers, its blocking threads and discovery's readers that was megabytes of
     // half-empty arenas. One arena: a second held as much again as the first, half empty
-    // (1,024 functions: 13.6 -> 12.8 MiB peak), and start-up and Allocate did not slow.
+    // (1,024 functions: 12.6-12.7 -> 12.1-12.4 MiB peak); start-up and Allocate did not slow.
     // SAFETY: mallopt only sets allocator parameters.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
