@@ -53,6 +53,13 @@ NICPLUG_BIN="$PWD/target/debug/nicplug" PYTHONDONTWRITEBYTECODE=1 \
 cargo build --release --locked
 ./scripts/image.sh
 
+# The README's first command, as written (a second binary once made `cargo run` ask which).
+demo_log=$(mktemp)
+if ! cargo run --release --locked -q -- demo >"$demo_log" 2>&1; then
+  cat "$demo_log"; echo "the README's 'cargo run --release -- demo' failed" >&2; exit 1
+fi
+tail -n 3 "$demo_log"; rm -f "$demo_log"
+
 # In a real container (tests/e2e/): a real containerd 1.6 (CRI plugin, runc) on a temp socket
 # with images built from busybox-static, the real `nicplug serve` registered by the grpcio
 # kubelet stand-in; Allocate mapped to CRI as kubelet does, pods probed from inside; real
