@@ -127,11 +127,11 @@ def resident_by_mapping(pid):
     rest, from /proc/PID/smaps."""
     groups = {}
     name = None
+    exe = os.path.realpath(f"/proc/{pid}/exe")
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split()
         if head and "-" in head[0] and not head[0].endswith(":"):
             path = head[5] if len(head) > 5 else ""
-            exe = os.path.realpath(f"/proc/{pid}/exe")
             name = ("binary" if path == exe else "libraries" if path.startswith("/")
                     else "heap" if path == "[heap]" else "anonymous" if not path
                     else "stack" if path == "[stack]" else "other")
